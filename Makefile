@@ -1,0 +1,57 @@
+# Hodei Jobs. `make help` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   ?= bin
+PKGS  := ./...
+FUZZTIME ?= 30s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/hodei and a static, stripped bin/hodei-agent (prints its size)
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/hodei ./cmd/hodei
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/hodei-agent ./cmd/hodei-agent
+	@echo "hodei-agent (static, stripped): $$(stat -c %s $(BIN)/hodei-agent) bytes"
+
+.PHONY: run
+run: build ## start the server with a bbolt store in ./data
+	$(BIN)/hodei server
+
+.PHONY: test
+test: lint ## vet, format check, all tests, then the short suite under the race detector
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -race -short -timeout 30m $(PKGS)
+
+.PHONY: test-short
+test-short: ## quick tests only
+	$(GO) test -count=1 -short $(PKGS)
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: bench
+bench: build ## run the Go benchmarks and `hodei bench store`
+	$(GO) test -run '^$$' -bench . -benchtime 2x $(PKGS)
+	$(BIN)/hodei bench store -o json
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+.PHONY: crash
+crash: ## the long bbolt crash-safety soak (200 SIGKILLs)
+	HODEI_CRASH_ITERATIONS=200 $(GO) test -count=1 -run Crash -timeout 60m ./eventstore/bolt/
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)
