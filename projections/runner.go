@@ -59,12 +59,12 @@ type Runner struct {
 	projs []Projection
 	opts  RunnerOptions
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	position  uint64   // every projection has applied through here
-	starts    []uint64 // per projection: position its snapshot reflects
-	lastSnap  uint64
-	runErr    error
+	mu       sync.Mutex
+	cond     *sync.Cond
+	position uint64   // every projection has applied through here
+	starts   []uint64 // per projection: position its snapshot reflects
+	lastSnap uint64
+	runErr   error
 }
 
 // NewRunner returns a runner for projs, which must have distinct names.
