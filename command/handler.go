@@ -1,0 +1,298 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore"
+)
+
+// Meta is who and what caused a command; it lands in each event's envelope.
+type Meta struct {
+	Actor         string // "user:NAME", "agent:ID", "system:PART"
+	CorrelationID eventstore.ID
+	CausationID   eventstore.ID
+}
+
+// Options configures a Handler.
+type Options struct {
+	// CacheSize is how many jobs (and, separately, workers) the LRU keeps
+	// (default 20,000).
+	CacheSize int
+	// MaxRetries bounds reload-and-retry on version conflicts (default 8).
+	MaxRetries int
+	// Clock stamps envelopes (default time.Now).
+	Clock func() time.Time
+}
+
+// Handler executes job and worker commands. It is safe for concurrent use.
+type Handler struct {
+	store   eventstore.Store
+	codec   *eventstore.Codec
+	opts    Options
+	jobs    *repo[domain.Job, domain.JobCommand]
+	workers *repo[domain.Worker, domain.WorkerCommand]
+}
+
+// New returns a handler over store; codec must know every domain event.
+func New(store eventstore.Store, codec *eventstore.Codec, opts Options) *Handler {
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 20_000
+	}
+	if opts.MaxRetries <= 0 {
+		opts.MaxRetries = 8
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	h := &Handler{store: store, codec: codec, opts: opts}
+	h.jobs = newRepo[domain.Job, domain.JobCommand](h, domain.JobStream, opts.CacheSize)
+	h.workers = newRepo[domain.Worker, domain.WorkerCommand](h, domain.WorkerStream, opts.CacheSize)
+	return h
+}
+
+// NewCodec returns a codec that knows every domain event.
+func NewCodec() *eventstore.Codec {
+	c := eventstore.NewCodec()
+	for _, e := range domain.Events() {
+		c.Register(e)
+	}
+	return c
+}
+
+// Result is the outcome of one command.
+type Result[S any] struct {
+	State  S              // the aggregate after the command
+	Events []domain.Event // what the command appended (none for a no-op)
+	Append eventstore.AppendResult
+}
+
+// Job runs cmd against job id.
+func (h *Handler) Job(ctx context.Context, id string, cmd domain.JobCommand, meta Meta) (Result[domain.Job], error) {
+	return h.jobs.run(ctx, id, cmd, meta)
+}
+
+// Worker runs cmd against worker id.
+func (h *Handler) Worker(ctx context.Context, id string, cmd domain.WorkerCommand, meta Meta) (Result[domain.Worker], error) {
+	return h.workers.run(ctx, id, cmd, meta)
+}
+
+// LoadJob returns job id's current state (zero state when it does not exist).
+func (h *Handler) LoadJob(ctx context.Context, id string) (domain.Job, error) {
+	e, err := h.jobs.load(ctx, id)
+	return e.state, err
+}
+
+// LoadWorker returns worker id's current state.
+func (h *Handler) LoadWorker(ctx context.Context, id string) (domain.Worker, error) {
+	e, err := h.workers.load(ctx, id)
+	return e.state, err
+}
+
+// JobCommand is one member of a Jobs batch.
+type JobCommand struct {
+	JobID string
+	Cmd   domain.JobCommand
+	Meta  Meta
+}
+
+// Jobs runs a batch of job commands, appending all their events through one
+// AppendMany. Outcomes are in input order. Commands for the same job run in
+// input order. A member that conflicts with a concurrent writer is retried
+// alone; the others are not affected.
+func (h *Handler) Jobs(ctx context.Context, cmds []JobCommand) ([]Result[domain.Job], []error) {
+	return h.jobs.runMany(ctx, cmds)
+}
+
+type aggregate[S any, C any] interface {
+	Apply(domain.Event) S
+	Decide(C) ([]domain.Event, error)
+}
+
+type entry[S any] struct {
+	state   S
+	version uint64
+}
+
+type repo[S aggregate[S, C], C any] struct {
+	h      *Handler
+	stream func(string) string
+	cache  *lru.Cache[string, entry[S]]
+}
+
+func newRepo[S aggregate[S, C], C any](h *Handler, stream func(string) string, size int) *repo[S, C] {
+	c, _ := lru.New[string, entry[S]](size) // only fails for size <= 0
+	return &repo[S, C]{h: h, stream: stream, cache: c}
+}
+
+// load returns the cached state or folds the stream.
+func (r *repo[S, C]) load(ctx context.Context, id string) (entry[S], error) {
+	if e, ok := r.cache.Get(id); ok {
+		return e, nil
+	}
+	return r.reload(ctx, id, entry[S]{})
+}
+
+// reload folds the events after e.version onto e.
+func (r *repo[S, C]) reload(ctx context.Context, id string, e entry[S]) (entry[S], error) {
+	stream := r.stream(id)
+	for {
+		page, err := r.h.store.ReadStream(ctx, stream, e.version+1, 1000)
+		if err != nil {
+			return e, fmt.Errorf("load %s: %w", stream, err)
+		}
+		for i := range page {
+			ev, err := r.h.codec.Decode(&page[i])
+			if err != nil {
+				return e, fmt.Errorf("load %s: %w", stream, err)
+			}
+			de, ok := ev.(domain.Event)
+			if !ok {
+				return e, fmt.Errorf("load %s: position %d: %s is not a domain event", stream, page[i].Position, page[i].Type)
+			}
+			e.state = e.state.Apply(de)
+			e.version = page[i].StreamVersion
+		}
+		if len(page) < 1000 {
+			break
+		}
+	}
+	if e.version > 0 {
+		r.cache.Add(id, e)
+	}
+	return e, nil
+}
+
+func (r *repo[S, C]) encode(evs []domain.Event, meta Meta) ([]eventstore.EventData, error) {
+	out := make([]eventstore.EventData, len(evs))
+	for i, ev := range evs {
+		d, err := r.h.codec.EventData(ev, eventstore.EventData{
+			ID: eventstore.NewID(), Actor: meta.Actor,
+			CorrelationID: meta.CorrelationID, CausationID: meta.CausationID,
+			Time: r.h.opts.Clock(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", ev.EventType(), err)
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+func (r *repo[S, C]) run(ctx context.Context, id string, cmd C, meta Meta) (Result[S], error) {
+	e, err := r.load(ctx, id)
+	if err != nil {
+		return Result[S]{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		evs, err := e.state.Decide(cmd)
+		if err != nil {
+			return Result[S]{State: e.state}, err
+		}
+		if len(evs) == 0 {
+			return Result[S]{State: e.state}, nil
+		}
+		data, err := r.encode(evs, meta)
+		if err != nil {
+			return Result[S]{}, err
+		}
+		res, err := r.h.store.Append(ctx, r.stream(id), eventstore.Exact(e.version), data)
+		if errors.Is(err, eventstore.ErrVersionConflict) && attempt < r.h.opts.MaxRetries {
+			if e, err = r.reload(ctx, id, e); err != nil {
+				return Result[S]{}, err
+			}
+			continue
+		}
+		if err != nil {
+			r.cache.Remove(id)
+			return Result[S]{State: e.state}, err
+		}
+		return Result[S]{State: r.commit(id, e, evs, res), Events: evs, Append: res}, nil
+	}
+}
+
+// commit folds appended events into the cached entry.
+func (r *repo[S, C]) commit(id string, e entry[S], evs []domain.Event, res eventstore.AppendResult) S {
+	for _, ev := range evs {
+		e.state = e.state.Apply(ev)
+	}
+	e.version = res.Version
+	r.cache.Add(id, e)
+	return e.state
+}
+
+// runMany runs a batch through one AppendMany (see Handler.Jobs).
+func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S], []error) {
+	results := make([]Result[S], len(cmds))
+	errs := make([]error, len(cmds))
+	type pending struct {
+		idx  int
+		id   string
+		base entry[S]
+		evs  []domain.Event
+	}
+	inBatch := map[string]bool{}
+	var reqs []eventstore.AppendRequest
+	var pend []pending
+	var retry []int
+	for i, c := range cmds {
+		cmd, ok := any(c.Cmd).(C)
+		if !ok {
+			errs[i] = fmt.Errorf("run %T: not a command of this aggregate", c.Cmd)
+			continue
+		}
+		if inBatch[c.JobID] {
+			// A second command for a job already in this batch runs after the
+			// batch, so each append has one expected version.
+			retry = append(retry, i)
+			continue
+		}
+		e, err := r.load(ctx, c.JobID)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		evs, err := e.state.Decide(cmd)
+		if err != nil || len(evs) == 0 {
+			results[i].State, errs[i] = e.state, err
+			continue
+		}
+		data, err := r.encode(evs, c.Meta)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		reqs = append(reqs, eventstore.AppendRequest{Stream: r.stream(c.JobID), Expected: eventstore.Exact(e.version), Events: data})
+		pend = append(pend, pending{idx: i, id: c.JobID, base: e, evs: evs})
+		inBatch[c.JobID] = true
+	}
+	if len(reqs) > 0 {
+		out, err := r.h.store.AppendMany(ctx, reqs)
+		for k, p := range pend {
+			switch {
+			case err != nil:
+				errs[p.idx] = err
+				r.cache.Remove(p.id)
+			case out[k].Err == nil:
+				results[p.idx] = Result[S]{State: r.commit(p.id, p.base, p.evs, out[k].Result), Events: p.evs, Append: out[k].Result}
+			case errors.Is(out[k].Err, eventstore.ErrVersionConflict):
+				r.cache.Remove(p.id)
+				retry = append(retry, p.idx)
+			default:
+				errs[p.idx] = out[k].Err
+				r.cache.Remove(p.id)
+			}
+		}
+	}
+	slices.Sort(retry)
+	for _, i := range retry {
+		results[i], errs[i] = r.run(ctx, cmds[i].JobID, any(cmds[i].Cmd).(C), cmds[i].Meta)
+	}
+	return results, errs
+}

@@ -1,0 +1,115 @@
+package command_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore/memory"
+)
+
+var t0 = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+
+func submit(id string) domain.Submit {
+	return domain.Submit{JobID: id, Submitter: "alice", At: t0, Spec: domain.JobSpec{Name: id, Script: "true"}}
+}
+
+var meta = command.Meta{Actor: "user:alice"}
+
+func TestRunAndCache(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New(memory.Options{})
+	h := command.New(s, command.NewCodec(), command.Options{})
+	res, err := h.Job(ctx, "j1", submit("j1"), meta)
+	if err != nil || res.State.Status != domain.JobStatusQueued || res.Append.Version != 1 {
+		t.Fatalf("Job(submit) = %+v, %v", res, err)
+	}
+	if _, err := h.Job(ctx, "j1", submit("j1"), meta); !errors.Is(err, domain.ErrAlreadyExists) {
+		t.Fatalf("second submit = %v, want ErrAlreadyExists", err)
+	}
+	// A second handler on the same store has no cache: it folds the stream.
+	h2 := command.New(s, command.NewCodec(), command.Options{})
+	res, err = h2.Job(ctx, "j1", domain.Schedule{WorkerID: "w1", At: t0}, meta)
+	if err != nil || res.State.Status != domain.JobStatusScheduled || res.Append.Version != 2 {
+		t.Fatalf("Job(schedule) on a fresh handler = %+v, %v", res, err)
+	}
+	// The first handler's cache is stale now: its cancel conflicts, reloads,
+	// and decides against the scheduled job (a cancel request, not a cancel).
+	res, err = h.Job(ctx, "j1", domain.Cancel{By: "user:alice", Reason: "no longer needed", At: t0}, meta)
+	if err != nil || res.State.Status != domain.JobStatusScheduled || !res.State.CancelRequested || res.Append.Version != 3 {
+		t.Fatalf("Job(cancel) with a stale cache = %+v, %v", res.State, err)
+	}
+	// A no-op decides nothing and appends nothing.
+	res, err = h.Job(ctx, "j1", domain.Cancel{By: "user:alice", Reason: "again", At: t0}, meta)
+	if err != nil || len(res.Events) != 0 {
+		t.Fatalf("repeated cancel = %+v, %v; want no events", res, err)
+	}
+	if head, _ := s.Head(ctx); head.Position != 3 {
+		t.Fatalf("log holds %d events, want 3", head.Position)
+	}
+}
+
+func TestConcurrentCommandsOnOneJob(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New(memory.Options{})
+	handlers := []*command.Handler{
+		command.New(s, command.NewCodec(), command.Options{}),
+		command.New(s, command.NewCodec(), command.Options{}),
+	}
+	if _, err := handlers[0].Job(ctx, "j", submit("j"), meta); err != nil {
+		t.Fatal(err)
+	}
+	// Many schedulers race to schedule the same queued job: exactly one wins.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := handlers[i%2].Job(ctx, "j", domain.Schedule{WorkerID: fmt.Sprintf("w%d", i), At: t0}, meta)
+			if err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			} else if !errors.Is(err, domain.ErrInvalidTransition) {
+				t.Errorf("schedule = %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d schedules won, want 1", wins)
+	}
+}
+
+func TestBatch(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New(memory.Options{})
+	h := command.New(s, command.NewCodec(), command.Options{})
+	cmds := []command.JobCommand{
+		{JobID: "a", Cmd: submit("a"), Meta: meta},
+		{JobID: "b", Cmd: submit("b"), Meta: meta},
+		{JobID: "a", Cmd: domain.Schedule{WorkerID: "w1", At: t0}, Meta: meta}, // after a's submit
+		{JobID: "c", Cmd: domain.Schedule{WorkerID: "w1", At: t0}, Meta: meta}, // no such job
+		{JobID: "d", Cmd: domain.Submit{JobID: "d", At: t0}, Meta: meta},       // invalid spec
+	}
+	res, errs := h.Jobs(ctx, cmds)
+	if errs[0] != nil || errs[1] != nil || errs[2] != nil {
+		t.Fatalf("batch errors = %v", errs)
+	}
+	if !errors.Is(errs[3], domain.ErrNotFound) || !errors.Is(errs[4], domain.ErrInvalidJobSpec) {
+		t.Fatalf("batch errors = %v, want not found and invalid spec", errs)
+	}
+	if res[2].State.Status != domain.JobStatusScheduled || res[2].Append.Version != 2 {
+		t.Fatalf("a after batch = %+v", res[2])
+	}
+	if head, _ := s.Head(ctx); head.Position != 3 {
+		t.Fatalf("log holds %d events, want 3", head.Position)
+	}
+}
