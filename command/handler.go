@@ -227,40 +227,43 @@ func (r *repo[S, C]) commit(id string, e entry[S], evs []domain.Event, res event
 	return e.state
 }
 
-// runMany runs a batch through one AppendMany (see Handler.Jobs).
+// runMany runs a batch through one AppendMany (see Handler.Jobs). The
+// commands of one job are decided in order against the state the earlier ones
+// leave, and their events go in one append at the job's expected version.
 func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S], []error) {
 	results := make([]Result[S], len(cmds))
 	errs := make([]error, len(cmds))
-	type pending struct {
-		idx  int
-		id   string
-		base entry[S]
-		evs  []domain.Event
+	type group struct {
+		id    string
+		base  entry[S] // as loaded
+		state S        // after the members decided so far
+		evs   []domain.Event
+		data  []eventstore.EventData
+		idx   []int // members that appended events
+		nevs  []int // how many events each of idx appended
 	}
-	inBatch := map[string]bool{}
-	var reqs []eventstore.AppendRequest
-	var pend []pending
-	var retry []int
+	groups := map[string]*group{}
+	var order []*group
 	for i, c := range cmds {
 		cmd, ok := any(c.Cmd).(C)
 		if !ok {
 			errs[i] = fmt.Errorf("run %T: not a command of this aggregate", c.Cmd)
 			continue
 		}
-		if inBatch[c.JobID] {
-			// A second command for a job already in this batch runs after the
-			// batch, so each append has one expected version.
-			retry = append(retry, i)
-			continue
+		g := groups[c.JobID]
+		if g == nil {
+			e, err := r.load(ctx, c.JobID)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			g = &group{id: c.JobID, base: e, state: e.state}
+			groups[c.JobID] = g
+			order = append(order, g)
 		}
-		e, err := r.load(ctx, c.JobID)
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		evs, err := e.state.Decide(cmd)
+		evs, err := g.state.Decide(cmd)
 		if err != nil || len(evs) == 0 {
-			results[i].State, errs[i] = e.state, err
+			results[i].State, errs[i] = g.state, err
 			continue
 		}
 		data, err := r.encode(evs, c.Meta)
@@ -268,28 +271,51 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 			errs[i] = err
 			continue
 		}
-		reqs = append(reqs, eventstore.AppendRequest{Stream: r.stream(c.JobID), Expected: eventstore.Exact(e.version), Events: data})
-		pend = append(pend, pending{idx: i, id: c.JobID, base: e, evs: evs})
-		inBatch[c.JobID] = true
+		for _, ev := range evs {
+			g.state = g.state.Apply(ev)
+		}
+		g.evs, g.data = append(g.evs, evs...), append(g.data, data...)
+		g.idx, g.nevs = append(g.idx, i), append(g.nevs, len(evs))
 	}
-	if len(reqs) > 0 {
-		out, err := r.h.store.AppendMany(ctx, reqs)
-		for k, p := range pend {
-			switch {
-			case err != nil:
-				errs[p.idx] = err
-				r.cache.Remove(p.id)
-			case out[k].Err == nil:
-				results[p.idx] = Result[S]{State: r.commit(p.id, p.base, p.evs, out[k].Result), Events: p.evs, Append: out[k].Result}
-			case errors.Is(out[k].Err, eventstore.ErrVersionConflict):
-				r.cache.Remove(p.id)
-				retry = append(retry, p.idx)
-			default:
-				errs[p.idx] = out[k].Err
-				r.cache.Remove(p.id)
+	var reqs []eventstore.AppendRequest
+	var sent []*group
+	for _, g := range order {
+		if len(g.data) > 0 {
+			reqs = append(reqs, eventstore.AppendRequest{Stream: r.stream(g.id), Expected: eventstore.Exact(g.base.version), Events: g.data})
+			sent = append(sent, g)
+		}
+	}
+	if len(reqs) == 0 {
+		return results, errs
+	}
+	out, err := r.h.store.AppendMany(ctx, reqs)
+	var retry []int
+	for k, g := range sent {
+		switch {
+		case err != nil:
+			r.cache.Remove(g.id)
+			for _, i := range g.idx {
+				errs[i] = err
+			}
+		case out[k].Err == nil:
+			state := r.commit(g.id, g.base, g.evs, out[k].Result)
+			at := 0
+			for n, i := range g.idx {
+				results[i] = Result[S]{State: state, Events: g.evs[at : at+g.nevs[n]], Append: out[k].Result}
+				at += g.nevs[n]
+			}
+		case errors.Is(out[k].Err, eventstore.ErrVersionConflict):
+			r.cache.Remove(g.id)
+			retry = append(retry, g.idx...)
+		default:
+			r.cache.Remove(g.id)
+			for _, i := range g.idx {
+				errs[i] = out[k].Err
 			}
 		}
 	}
+	// Members of a conflicting group run again alone, in input order,
+	// against the reloaded state.
 	slices.Sort(retry)
 	for _, i := range retry {
 		results[i], errs[i] = r.run(ctx, cmds[i].JobID, any(cmds[i].Cmd).(C), cmds[i].Meta)
