@@ -1,0 +1,27 @@
+// Command hodei-agent runs jobs for a hodei server. It dials the server
+// (reverse connect), registers with a join token and runs the jobs it is
+// assigned in PTYs, streaming their masked output back (package agent).
+//
+// Configuration comes from flags, with environment variables as defaults:
+//
+//	-server     HODEI_SERVER       host:port of the server's HWP endpoint (required)
+//	-token      HODEI_TOKEN        join token (or -token-file / HODEI_TOKEN_FILE)
+//	-name       HODEI_AGENT_NAME   agent name (default: host name)
+//	-labels     HODEI_LABELS       k=v,k=v
+//	-slots      HODEI_SLOTS        concurrent jobs (default: CPUs)
+//	-work-dir   HODEI_WORK_DIR     spools and job directories
+//	-shell      HODEI_SHELL        e.g. "/bin/bash -c" (default "/bin/sh -c")
+//	-cancel-grace HODEI_CANCEL_GRACE  SIGTERM -> SIGKILL delay (default 10s)
+//	-tls, -ca-file, -tls-server-name  (HODEI_TLS, HODEI_CA_FILE, HODEI_TLS_SERVER_NAME)
+//	-log-level  HODEI_LOG_LEVEL    debug, info, warn, error
+//
+// Signals: the first SIGTERM or SIGINT drains (no new jobs; running jobs
+// finish and are delivered; then exit 0). A second one cancels: running jobs
+// get SIGTERM, then SIGKILL after their grace, final logs are delivered
+// briefly, exit 0. Exit status 1 means the agent failed (e.g. refused by the
+// server), 2 a bad command line.
+//
+// Build it small and static:
+//
+//	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" ./cmd/hodei-agent
+package main

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hodei-jobs/hodei/agent/agenttest"
+	"github.com/hodei-jobs/hodei/hwp/hwppb"
+)
+
+// syncBuffer is a goroutine-safe stderr.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type run struct {
+	srv    *agenttest.Server
+	sig    chan os.Signal
+	code   chan int
+	stderr *syncBuffer
+}
+
+// startMain runs Main against a fake server on a loopback port 0, with
+// configuration from the environment as an operator would set it.
+func startMain(t *testing.T, extra ...string) *run {
+	t.Helper()
+	srv := agenttest.New(agenttest.Options{HeartbeatInterval: 50 * time.Millisecond, Token: "join-secret"})
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	env := map[string]string{
+		"HODEI_SERVER":     srv.Addr(),
+		"HODEI_TOKEN":      "join-secret",
+		"HODEI_AGENT_NAME": "cmd-agent",
+		"HODEI_LABELS":     "os=linux,pool=test",
+		"HODEI_SLOTS":      "2",
+		"HODEI_WORK_DIR":   t.TempDir(),
+	}
+	r := &run{srv: srv, sig: make(chan os.Signal, 2), code: make(chan int, 1), stderr: &syncBuffer{}}
+	go func() {
+		r.code <- Main(context.Background(), extra, func(k string) string { return env[k] }, r.stderr, r.sig)
+	}()
+	return r
+}
+
+func (r *run) exit(t *testing.T) int {
+	t.Helper()
+	select {
+	case c := <-r.code:
+		return c
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Main did not return; stderr:\n%s", r.stderr)
+		return -1
+	}
+}
+
+func wait(t *testing.T, srv *agenttest.Server, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.WaitFor(ctx, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func TestMainRunsJobAndDrainsOnSignal(t *testing.T) {
+	r := startMain(t, "-log-level", "debug")
+	wait(t, r.srv, "registration", func() bool { return r.srv.Connected("cmd-agent") })
+	h := r.srv.Hellos()[0]
+	if h.Labels["pool"] != "test" || h.Capacity.GetSlots() != 2 || h.Credentials.GetJoinToken() != "join-secret" {
+		t.Fatalf("Hello = %v", h)
+	}
+	if err := r.srv.Assign("cmd-agent", &hwppb.Assign{JobId: "j1", Attempt: 1, Script: `printf '\033[32mok\033[0m'`}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, r.srv, "job finished", func() bool { f, _ := r.srv.Finished("j1", 1); return f != nil })
+	if got := string(r.srv.Log("j1", 1)); got != "\x1b[32mok\x1b[0m" {
+		t.Fatalf("log = %q", got)
+	}
+	r.sig <- syscall.SIGTERM
+	if c := r.exit(t); c != exitOK {
+		t.Fatalf("Main() = %d after SIGTERM, want 0; stderr:\n%s", c, r.stderr)
+	}
+	if g := r.srv.Goodbyes(); len(g) != 1 || g[0].Reason != hwppb.Goodbye_DRAINED {
+		t.Fatalf("Goodbye = %v, want DRAINED", g)
+	}
+	if strings.Contains(r.stderr.String(), "join-secret") {
+		t.Fatalf("stderr shows the token:\n%s", r.stderr)
+	}
+}
+
+func TestSecondSignalCancelsJobs(t *testing.T) {
+	r := startMain(t)
+	wait(t, r.srv, "registration", func() bool { return r.srv.Connected("cmd-agent") })
+	if err := r.srv.Assign("cmd-agent", &hwppb.Assign{JobId: "long", Attempt: 1, Script: `echo up; sleep 1000`}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, r.srv, "job output", func() bool { return strings.Contains(string(r.srv.Log("long", 1)), "up") })
+	r.sig <- syscall.SIGTERM
+	wait(t, r.srv, "draining notice", func() bool { return len(r.srv.Drainings()) == 1 })
+	r.sig <- syscall.SIGINT
+	if c := r.exit(t); c != exitOK {
+		t.Fatalf("Main() = %d, want 0; stderr:\n%s", c, r.stderr)
+	}
+	f, _ := r.srv.Finished("long", 1)
+	if f == nil || f.Reason != hwppb.FinishReason_AGENT_STOPPED || f.Signal != "SIGTERM" {
+		t.Fatalf("JobFinished = %v, want AGENT_STOPPED by SIGTERM", f)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"-server", "x:1", "-slots", "many"}, {"-server", "x:1", "-labels", "novalue"}, {"-server", "x:1", "extra"}} {
+		var stderr syncBuffer
+		if c := Main(context.Background(), args, func(string) string { return "" }, &stderr, nil); c != exitUsage {
+			t.Errorf("Main(%q) = %d, want %d; stderr:\n%s", args, c, exitUsage, stderr.String())
+		}
+	}
+}
+
+func TestRefusedTokenExitsWithFailure(t *testing.T) {
+	r := startMain(t, "-token", "wrong")
+	if c := r.exit(t); c != exitFailure {
+		t.Fatalf("Main() = %d, want %d", c, exitFailure)
+	}
+	if !strings.Contains(r.stderr.String(), "UNAUTHENTICATED") {
+		t.Fatalf("stderr does not say why:\n%s", r.stderr)
+	}
+}
