@@ -21,6 +21,7 @@ type JobView struct {
 	Queue           string            `json:"queue"`
 	Submitter       string            `json:"submitter"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	Selector        map[string]string `json:"selector,omitempty"`
 	Priority        int               `json:"priority"`
 	Resources       domain.Resources  `json:"resources"`
 	Status          domain.JobStatus  `json:"status"`
@@ -84,7 +85,7 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 			return fmt.Errorf("job %s submitted twice", e.JobID)
 		}
 		spec := e.Spec.WithDefaults()
-		v := &JobView{ID: e.JobID, Name: spec.Name, Queue: spec.Queue, Submitter: e.Submitter, Labels: spec.Labels,
+		v := &JobView{ID: e.JobID, Name: spec.Name, Queue: spec.Queue, Submitter: e.Submitter, Labels: spec.Labels, Selector: spec.Selector,
 			Priority: spec.Priority, Resources: spec.Resources, Status: domain.JobStatusQueued, MaxAttempts: spec.MaxAttempts,
 			Timeout: spec.Timeout, SubmittedAt: e.At.UTC(), ExitCode: -1, Seq: uint64(len(j.order) + 1), Position: env.Position}
 		j.byID[e.JobID] = v

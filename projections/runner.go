@@ -50,6 +50,11 @@ type RunnerOptions struct {
 	// Progress, when set, is called after each applied batch with the position
 	// reached.
 	Progress func(position uint64)
+	// Observe, when set, is called with every event after all projections
+	// have applied it, on the runner's goroutine, in order. It lets live
+	// components (the scheduler's queue, agent sessions) follow the log
+	// without a second subscription. It must not block.
+	Observe func(env *eventstore.Envelope, ev eventstore.Event)
 }
 
 // Runner feeds projections from the log in global order. Open, then Run.
@@ -252,6 +257,9 @@ func (r *Runner) apply(batch []eventstore.Envelope) error {
 				return fmt.Errorf("projection %s: position %d (%s): %w", p.Name(), e.Position, e.Type, err)
 			}
 		}
+		if r.opts.Observe != nil {
+			r.opts.Observe(e, ev)
+		}
 	}
 	if len(batch) > 0 {
 		last := batch[len(batch)-1].Position
@@ -373,4 +381,30 @@ func readSnapshot(path string) (uint64, snapState, error) {
 	}
 	st.body = p[48 : 48+n]
 	return pos, st, nil
+}
+
+// LoadSnapshot restores p from its snapshot in dir and returns the position
+// the snapshot reflects and the hash of the event at that position. It is
+// for tools that compare a rebuild with the live state.
+func LoadSnapshot(dir string, p Projection) (uint64, eventstore.Hash, error) {
+	pos, st, err := readSnapshot(filepath.Join(dir, p.Name()+".snap"))
+	if err != nil {
+		return 0, eventstore.Hash{}, err
+	}
+	if err := p.UnmarshalState(st.body); err != nil {
+		return 0, eventstore.Hash{}, fmt.Errorf("load snapshot %s: %w", p.Name(), err)
+	}
+	return pos, st.hash, nil
+}
+
+// Adopt declares that the projections already reflect position pos (they
+// were built by another runner), so Snapshot writes them at pos.
+func (r *Runner) Adopt(pos uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.position = pos
+	for i := range r.starts {
+		r.starts[i] = pos
+	}
+	return nil
 }

@@ -1,0 +1,538 @@
+package hwp
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hodei-jobs/hodei/core"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/hwp/hwppb"
+)
+
+// Orchestrator is what the server side of the protocol needs from the core
+// (*core.Core implements it).
+type Orchestrator interface {
+	Connect(ctx context.Context, hello core.Hello, agent core.Agent) (string, []core.JobRef, error)
+	Disconnect(workerID string, agent core.Agent)
+	Heartbeat(workerID string, t core.Telemetry) error
+	ReportMany(ctx context.Context, workerID string, reports []core.Report) []error
+	CheckAttempt(workerID, jobID string, attempt uint32) error
+	Leave(ctx context.Context, workerID, reason string) error
+	DrainWorker(ctx context.Context, workerID, by, reason string) (domain.Worker, error)
+}
+
+// Logs is the server log store as the protocol uses it.
+type Logs interface {
+	// Append stores data at offset and returns the stored length (the ack).
+	Append(jobID string, attempt uint32, offset uint64, data []byte) (uint64, error)
+	// Finish marks the attempt's log complete.
+	Finish(jobID string, attempt uint32, total uint64, crc32c uint32) error
+	// Size is the stored length of an attempt's log (0 when none).
+	Size(jobID string, attempt uint32) uint64
+}
+
+// ServerConfig configures the protocol server.
+type ServerConfig struct {
+	// JoinToken, when set, must equal the agent's credentials.join_token.
+	JoinToken string
+	// HeartbeatInterval is sent to agents in Welcome.
+	HeartbeatInterval time.Duration
+	// MaxChunkBytes is the largest log chunk agents may send (default 64 KiB).
+	MaxChunkBytes uint32
+	// FlushInterval is the agents' log coalescing window (default 0: send
+	// output as soon as it is read, for the lowest latency).
+	FlushInterval time.Duration
+	// HelloTimeout bounds the wait for Hello (default 10s).
+	HelloTimeout time.Duration
+	// ServerVersion is reported to agents.
+	ServerVersion string
+	Logger        *slog.Logger
+}
+
+// welcomeMaxMessageBytes is the gRPC message size limit agents are told.
+const welcomeMaxMessageBytes = 4 << 20
+
+// Server implements hwppb.WorkerProtocolServer on top of the core.
+type Server struct {
+	hwppb.UnimplementedWorkerProtocolServer
+	core Orchestrator
+	logs Logs
+	cfg  ServerConfig
+	log  *slog.Logger
+
+	stop     chan struct{} // closed by Stop
+	stopOnce sync.Once
+	recv     sync.WaitGroup // stream readers, which outlive their handler by a moment
+}
+
+// Stop ends every agent stream (agents reconnect to the next server and
+// resume); new streams are refused. Call it before the gRPC server's
+// GracefulStop, then Wait.
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+// Wait returns when every stream reader has finished (after the gRPC
+// server has stopped and closed the streams).
+func (s *Server) Wait() { s.recv.Wait() }
+
+// NewServer returns the protocol server.
+func NewServer(c Orchestrator, logs Logs, cfg ServerConfig) *Server {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.MaxChunkBytes == 0 {
+		cfg.MaxChunkBytes = 64 << 10
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{core: c, logs: logs, cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+}
+
+// Connect implements the agent stream: Hello, Welcome, then messages both
+// ways until either side ends it.
+func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
+	ctx := stream.Context()
+	select {
+	case <-s.stop:
+		return status.Error(codes.Unavailable, "the server is shutting down: reconnect")
+	default:
+	}
+	hello, err := s.recvHello(stream)
+	if err != nil {
+		return err
+	}
+	if refused := s.check(hello); refused != nil {
+		_ = stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Refused{Refused: refused}})
+		return status.Error(codes.FailedPrecondition, refused.Message)
+	}
+	sess := newSession(s, stream)
+	id, stale, err := s.core.Connect(ctx, toCoreHello(hello), sess)
+	if err != nil {
+		var fe *domain.FieldError
+		if errors.As(err, &fe) {
+			return status.Errorf(codes.InvalidArgument, "hello: %v", err)
+		}
+		return status.Errorf(codes.Unavailable, "register agent: %v", err)
+	}
+	sess.worker = id
+	defer s.core.Disconnect(id, sess)
+
+	welcome := &hwppb.Welcome{
+		WorkerId:          id,
+		ProtocolVersion:   &hwppb.Version{Major: ProtocolVersion.Major, Minor: min(ProtocolVersion.Minor, hello.GetProtocolVersion().GetMinor())},
+		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),
+		Limits: &hwppb.Limits{MaxLogChunkBytes: s.cfg.MaxChunkBytes, LogFlushInterval: durationpb.New(s.cfg.FlushInterval),
+			MaxMessageBytes: welcomeMaxMessageBytes},
+		ServerVersion: s.cfg.ServerVersion,
+	}
+	isStale := map[core.JobRef]bool{}
+	for _, r := range stale {
+		isStale[r] = true
+	}
+	for _, r := range hello.GetRunningJobs() {
+		ref := core.JobRef{JobID: r.GetJobId(), Attempt: r.GetAttempt()}
+		if !isStale[ref] {
+			welcome.Resume = append(welcome.Resume, &hwppb.JobOffset{JobId: ref.JobID, Attempt: ref.Attempt,
+				Offset: s.logs.Size(ref.JobID, ref.Attempt)})
+		}
+	}
+	if err := stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Welcome{Welcome: welcome}}); err != nil {
+		return err
+	}
+	for _, r := range stale {
+		_ = sess.Fence(r.JobID, r.Attempt, "attempt is not assigned to this worker")
+	}
+	return sess.run(ctx)
+}
+
+func (s *Server) recvHello(stream hwppb.WorkerProtocol_ConnectServer) (*hwppb.Hello, error) {
+	type result struct {
+		m   *hwppb.AgentMessage
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- result{m, err}
+	}()
+	t := time.NewTimer(s.cfg.HelloTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		h := r.m.GetHello()
+		if h == nil {
+			return nil, status.Error(codes.InvalidArgument, "first message must be hello")
+		}
+		return h, nil
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no hello within %s", s.cfg.HelloTimeout)
+	}
+}
+
+// check returns why hello is refused, or nil.
+func (s *Server) check(h *hwppb.Hello) *hwppb.Refused {
+	v := h.GetProtocolVersion()
+	if _, err := Negotiate(ProtocolVersion, Version{Major: v.GetMajor(), Minor: v.GetMinor()}); err != nil {
+		return &hwppb.Refused{Code: hwppb.Refused_INCOMPATIBLE_VERSION, Message: err.Error(),
+			ServerVersion: &hwppb.Version{Major: ProtocolVersion.Major, Minor: ProtocolVersion.Minor}}
+	}
+	if s.cfg.JoinToken != "" &&
+		subtle.ConstantTimeCompare([]byte(h.GetCredentials().GetJoinToken()), []byte(s.cfg.JoinToken)) != 1 {
+		return &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: "join token is missing or wrong"}
+	}
+	return nil
+}
+
+func toCoreHello(h *hwppb.Hello) core.Hello {
+	c := h.GetCapacity()
+	out := core.Hello{
+		WorkerID: h.GetAgentId(), Name: h.GetName(), Labels: h.GetLabels(), AgentVersion: h.GetAgentVersion(),
+		ProtocolVersion: h.GetProtocolVersion().GetMajor(),
+		Capacity: domain.Resources{Slots: int64(c.GetSlots()), CPUMillis: clampInt64(c.GetCpuMillis()),
+			MemoryBytes: clampInt64(c.GetMemoryBytes())},
+	}
+	if out.Name == "" {
+		out.Name = h.GetHostname()
+	}
+	for _, r := range h.GetRunningJobs() {
+		out.Running = append(out.Running, core.JobRef{JobID: r.GetJobId(), Attempt: r.GetAttempt()})
+	}
+	return out
+}
+
+func clampInt64(v uint64) int64 {
+	if v > 1<<62 {
+		return 1 << 62
+	}
+	return int64(v)
+}
+
+// session is one agent stream. It implements core.Agent: the core queues
+// messages; a sender goroutine writes them. Reports are applied in batches
+// by a reporter goroutine, so reading the stream never waits for a commit.
+type session struct {
+	s      *Server
+	stream hwppb.WorkerProtocol_ConnectServer
+	worker string
+
+	out     chan *hwppb.ServerMessage
+	reports chan pendingReport
+	done    chan struct{}
+	once    sync.Once
+
+	mu     sync.Mutex
+	fenced map[core.JobRef]bool
+}
+
+type pendingReport struct {
+	r       core.Report
+	fin     *hwppb.JobFinished
+	flushed chan struct{} // a marker: closed when the reports before it are applied
+}
+
+func newSession(s *Server, stream hwppb.WorkerProtocol_ConnectServer) *session {
+	return &session{s: s, stream: stream, out: make(chan *hwppb.ServerMessage, 4096),
+		reports: make(chan pendingReport, 4096), done: make(chan struct{}), fenced: map[core.JobRef]bool{}}
+}
+
+func (ss *session) send(m *hwppb.ServerMessage) error {
+	select {
+	case <-ss.done:
+		return errors.New("agent stream closed")
+	default:
+	}
+	select {
+	case ss.out <- m:
+		return nil
+	default:
+		return errors.New("agent send queue full")
+	}
+}
+
+// Assign implements core.Agent.
+func (ss *session) Assign(a core.Assignment) error {
+	return ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Assign{Assign: &hwppb.Assign{
+		JobId: a.JobID, Attempt: a.Attempt, Script: a.Script, Env: a.Env, Secrets: a.Secrets,
+		Timeout: durationOrNil(a.Timeout), CancelGrace: durationOrNil(a.CancelGrace),
+	}}})
+}
+
+// Cancel implements core.Agent.
+func (ss *session) Cancel(jobID string, attempt uint32, reason string, grace time.Duration) error {
+	return ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Cancel{Cancel: &hwppb.Cancel{
+		JobId: jobID, Attempt: attempt, Reason: reason, Grace: durationOrNil(grace)}}})
+}
+
+// Fence implements core.Agent. Each attempt is fenced once per stream.
+func (ss *session) Fence(jobID string, attempt uint32, reason string) error {
+	ss.mu.Lock()
+	ref := core.JobRef{JobID: jobID, Attempt: attempt}
+	if ss.fenced[ref] {
+		ss.mu.Unlock()
+		return nil
+	}
+	ss.fenced[ref] = true
+	ss.mu.Unlock()
+	return ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Fence{Fence: &hwppb.Fence{JobId: jobID, Attempt: attempt, Reason: reason}}})
+}
+
+// Drain implements core.Agent.
+func (ss *session) Drain(reason string) error {
+	return ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Drain{Drain: &hwppb.Drain{Reason: reason}}})
+}
+
+func (ss *session) isFenced(jobID string, attempt uint32) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.fenced[core.JobRef{JobID: jobID, Attempt: attempt}]
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// run serves the stream until it ends; it waits for its goroutines.
+func (ss *session) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	sendErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		sendErr <- ss.sender(ctx)
+		cancel()
+	}()
+	go func() {
+		defer wg.Done()
+		ss.reporter(ctx)
+	}()
+	// The reader runs on its own goroutine so a server stop can end the
+	// handler while Recv is blocked; the gRPC server then closes the stream
+	// and the reader returns (Server.Wait waits for it).
+	recvDone := make(chan error, 1)
+	ss.s.recv.Add(1)
+	go func() {
+		defer ss.s.recv.Done()
+		recvDone <- ss.receiver(ctx)
+	}()
+	var err error
+	select {
+	case err = <-recvDone:
+	case <-ss.s.stop:
+		err = status.Error(codes.Unavailable, "the server is shutting down: reconnect")
+	}
+	ss.once.Do(func() { close(ss.done) })
+	cancel()
+	wg.Wait()
+	if err == nil || errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || status.Code(err) == codes.Unavailable {
+		select {
+		case serr := <-sendErr:
+			if serr != nil && !errors.Is(serr, context.Canceled) {
+				return serr
+			}
+		default:
+		}
+		return nil
+	}
+	return err
+}
+
+func (ss *session) sender(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-ss.out:
+			if err := ss.stream.Send(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// receiver reads agent messages. Log chunks are stored inline (so a job's
+// finish is never applied before its output); reports go to the reporter.
+func (ss *session) receiver(ctx context.Context) error {
+	for {
+		m, err := ss.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch x := m.GetMsg().(type) {
+		case *hwppb.AgentMessage_Heartbeat:
+			h := x.Heartbeat
+			_ = ss.s.core.Heartbeat(ss.worker, core.Telemetry{CPUPercent: h.GetCpuPercent(),
+				MemoryUsedBytes: clampInt64(h.GetMemoryUsedBytes()), MemoryTotal: clampInt64(h.GetMemoryTotalBytes()),
+				FreeSlots: int(h.GetFreeSlots())})
+		case *hwppb.AgentMessage_JobAccepted:
+			ss.report(ctx, pendingReport{r: core.Report{Kind: core.ReportAccepted, JobID: x.JobAccepted.GetJobId(), Attempt: x.JobAccepted.GetAttempt()}})
+		case *hwppb.AgentMessage_JobRejected:
+			r := x.JobRejected
+			ss.report(ctx, pendingReport{r: core.Report{Kind: core.ReportRejected, JobID: r.GetJobId(), Attempt: r.GetAttempt(),
+				Message: r.GetReason().String() + ": " + r.GetMessage()}})
+		case *hwppb.AgentMessage_JobStarted:
+			r := x.JobStarted
+			ss.report(ctx, pendingReport{r: core.Report{Kind: core.ReportStarted, JobID: r.GetJobId(), Attempt: r.GetAttempt(),
+				At: r.GetStartedAt().AsTime()}})
+		case *hwppb.AgentMessage_LogChunk:
+			ss.logChunk(x.LogChunk)
+		case *hwppb.AgentMessage_JobFinished:
+			f := x.JobFinished
+			rep := core.Report{Kind: core.ReportFinished, JobID: f.GetJobId(), Attempt: f.GetAttempt(),
+				ExitCode: int(f.GetExitCode()), Signal: f.GetSignal(), Message: f.GetMessage(), At: f.GetFinishedAt().AsTime()}
+			if f.GetStartedAt() != nil && f.GetFinishedAt() != nil {
+				rep.Runtime = f.GetFinishedAt().AsTime().Sub(f.GetStartedAt().AsTime())
+			}
+			switch f.GetReason() {
+			case hwppb.FinishReason_TIMED_OUT:
+				rep.TimedOut = true
+			case hwppb.FinishReason_AGENT_STOPPED:
+				rep.Stopped = true
+			case hwppb.FinishReason_START_FAILED:
+				if rep.Message == "" {
+					rep.Message = "the job could not start"
+				}
+			}
+			ss.report(ctx, pendingReport{r: rep, fin: f})
+		case *hwppb.AgentMessage_Draining:
+			// The agent takes no new jobs: stop assigning to it.
+			if _, err := ss.s.core.DrainWorker(ctx, ss.worker, "agent:"+ss.worker, x.Draining.GetReason()); err != nil {
+				ss.s.log.Warn("drain worker", "worker", ss.worker, "err", err)
+			}
+		case *hwppb.AgentMessage_Goodbye:
+			// The agent leaves on purpose (drained or stopped): it is gone,
+			// not lost. Its last reports are applied first.
+			ss.flushReports(ctx)
+			reason := "agent left: " + x.Goodbye.GetReason().String()
+			if err := ss.s.core.Leave(ctx, ss.worker, reason); err != nil {
+				ss.s.log.Warn("deregister worker", "worker", ss.worker, "err", err)
+			}
+			return nil
+		case *hwppb.AgentMessage_Hello:
+			return status.Error(codes.InvalidArgument, "hello sent twice")
+		default:
+			return status.Error(codes.InvalidArgument, "empty or unknown agent message")
+		}
+	}
+}
+
+// flushReports waits until the reporter has applied every queued report.
+func (ss *session) flushReports(ctx context.Context) {
+	done := make(chan struct{})
+	ss.report(ctx, pendingReport{flushed: done})
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (ss *session) report(ctx context.Context, r pendingReport) {
+	select {
+	case ss.reports <- r:
+	case <-ctx.Done():
+	}
+}
+
+func (ss *session) logChunk(c *hwppb.LogChunk) {
+	job, attempt := c.GetJobId(), c.GetAttempt()
+	if ss.isFenced(job, attempt) {
+		return
+	}
+	if err := ss.s.core.CheckAttempt(ss.worker, job, attempt); err != nil {
+		_ = ss.Fence(job, attempt, err.Error())
+		return
+	}
+	if uint32(len(c.GetData())) > ss.s.cfg.MaxChunkBytes {
+		ss.s.log.Warn("log chunk too large", "worker", ss.worker, "job", job, "bytes", len(c.GetData()))
+	}
+	acked, err := ss.s.logs.Append(job, attempt, c.GetOffset(), c.GetData())
+	if err != nil {
+		// A gap: tell the agent what is stored so it resends from there.
+		ss.s.log.Warn("store log chunk", "worker", ss.worker, "job", job, "attempt", attempt, "err", err)
+	}
+	_ = ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_LogAck{LogAck: &hwppb.LogAck{JobId: job, Attempt: attempt, Offset: acked}}})
+}
+
+// reporter applies reports in batches: whatever is queued when it is free
+// goes to the core in one ReportMany (one append).
+func (ss *session) reporter(ctx context.Context) {
+	batch := make([]pendingReport, 0, 256)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-ss.reports:
+			batch = append(batch, r)
+		}
+	fill:
+		for len(batch) < 1024 {
+			select {
+			case r := <-ss.reports:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		var marks []chan struct{}
+		reps := make([]core.Report, 0, len(batch))
+		kept := batch[:0:0]
+		for _, r := range batch {
+			if r.flushed != nil {
+				marks = append(marks, r.flushed)
+				continue
+			}
+			reps = append(reps, r.r)
+			kept = append(kept, r)
+		}
+		var errs []error
+		if len(reps) > 0 {
+			errs = ss.s.core.ReportMany(context.WithoutCancel(ctx), ss.worker, reps)
+		}
+		for i, err := range errs {
+			r := kept[i]
+			switch {
+			case err == nil:
+			case errors.Is(err, domain.ErrStaleAttempt):
+				_ = ss.Fence(r.r.JobID, r.r.Attempt, err.Error())
+				continue
+			case r.fin != nil && errors.Is(err, domain.ErrJobTerminal):
+				// A finish repeated after a reconnect: already recorded.
+			default:
+				// Not recorded: no finished ack, so the agent keeps the
+				// attempt and reports it again after reconnecting.
+				ss.s.log.Warn("agent report", "worker", ss.worker, "job", r.r.JobID, "attempt", r.r.Attempt, "err", err)
+				continue
+			}
+			if r.fin != nil {
+				total := r.fin.GetLogBytes()
+				if err := ss.s.logs.Finish(r.r.JobID, r.r.Attempt, total, r.fin.GetLogCrc32C()); err != nil {
+					ss.s.log.Warn("finish log", "job", r.r.JobID, "attempt", r.r.Attempt, "err", err)
+				}
+				_ = ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_LogAck{LogAck: &hwppb.LogAck{
+					JobId: r.r.JobID, Attempt: r.r.Attempt, Offset: ss.s.logs.Size(r.r.JobID, r.r.Attempt), Finished: true}}})
+			}
+		}
+		for _, m := range marks {
+			close(m)
+		}
+	}
+}
