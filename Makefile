@@ -15,7 +15,7 @@ help: ## list the targets
 build: ## build bin/hodei and a static, stripped bin/hodei-agent (prints its size)
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/hodei ./cmd/hodei
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/hodei-agent ./cmd/hodei-agent
+	CGO_ENABLED=0 $(GO) build -tags grpcnotrace -trimpath -ldflags "-s -w" -o $(BIN)/hodei-agent ./cmd/hodei-agent
 	@echo "hodei-agent (static, stripped): $$(stat -c %s $(BIN)/hodei-agent) bytes"
 
 .PHONY: run
@@ -51,6 +51,16 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 .PHONY: crash
 crash: ## the long bbolt crash-safety soak (200 SIGKILLs)
 	HODEI_CRASH_ITERATIONS=200 $(GO) test -count=1 -run Crash -timeout 60m ./eventstore/bolt/
+
+.PHONY: generate
+generate: ## regenerate protobuf code (Debian protoc 3.21 + plugins pinned in go.mod)
+	./hwp/hwppb/generate.sh
+	@if [ -x api/jobpb/generate.sh ]; then ./api/jobpb/generate.sh; fi
+
+.PHONY: check-generate
+check-generate: ## fail if committed generated code drifted from the .proto files
+	./hwp/hwppb/check.sh
+	@if [ -x api/jobpb/check.sh ]; then ./api/jobpb/check.sh; fi
 
 .PHONY: clean
 clean: ## remove build output

@@ -76,6 +76,10 @@ var groups = map[string]string{
 	"bench":       "Measure Hodei on this machine (every benchmark takes -o json)",
 	"replay":      "Audit the event log: verify the chain, timelines, past state, export",
 	"projections": "Manage read models built from the event log",
+	"job":         "Submit, list, follow and cancel jobs",
+	"worker":      "List and drain workers",
+	"secret":      "Manage secrets (stored encrypted, masked in job output)",
+	"token":       "Create tokens for agents and API callers",
 }
 
 type registration struct {

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/secrets"
+	"github.com/hodei-jobs/hodei/server"
+	"github.com/hodei-jobs/hodei/web"
+)
+
+// openSecrets opens the encrypted secret store in dataDir, with the key
+// from HODEI_SECRET_KEY or the key file beside it (created on first start).
+func openSecrets(dataDir string) (*secrets.Store, error) {
+	key, err := secrets.KeyFromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return secrets.Open(dataDir, secrets.Options{Key: key})
+}
+
+// mountAPI adds the job API (gRPC JobService, REST, SSE) and the web UI.
+func mountAPI(srv *server.Server, logs *logstore.Store, sec *secrets.Store, log *slog.Logger) {
+	svc := api.New(srv.Core(), logs, sec, api.Options{Logger: log, UI: web.Handler()})
+	srv.Mount(svc)
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hodei-jobs/hodei/core"
+	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/server"
+)
+
+func init() { register("", newServerCmd) }
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type serverFlags struct {
+	data, postgres, grpcAddr, httpAddr, joinToken, logLevel, logFormat string
+	heartbeat, shutdownGrace                                           time.Duration
+}
+
+func newServerCmd() *cobra.Command {
+	var f serverFlags
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Hodei server (bbolt store in ./data unless --postgres is given)",
+		Long: `Run the Hodei server: the event log, the scheduler, the agent protocol and the job API.
+
+With no flags it keeps everything in ./data (a bbolt event log, job logs and
+projection snapshots) and listens on 127.0.0.1:7070 (gRPC: agents and the
+JobService) and 127.0.0.1:8080 (HTTP: REST, the web UI, /healthz, /readyz,
+/metrics). Every flag can also be set as HODEI_<FLAG> (e.g. HODEI_POSTGRES).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			return runServer(cmd, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.data, "data", "data", "data directory (event log, job logs, snapshots)")
+	fl.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN: keep the event log there instead of the bbolt file")
+	fl.StringVar(&f.grpcAddr, "listen", "127.0.0.1:7070", "gRPC address for agents and the JobService")
+	fl.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP address for REST, the UI, health and metrics")
+	fl.StringVar(&f.joinToken, "join-token", "", "token agents must present (empty: any agent may join)")
+	fl.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "agent heartbeat interval; a worker silent for 3 intervals is lost")
+	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for streams to finish")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	return c
+}
+
+func newLogger(cmd *cobra.Command, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts)), nil
+	}
+	return nil, usageError("--log-format %q: want text or json", format)
+}
+
+func runServer(cmd *cobra.Command, f serverFlags) error {
+	log, err := newLogger(cmd, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	if f.heartbeat < 10*time.Millisecond {
+		return usageError("--heartbeat %s: must be at least 10ms", f.heartbeat)
+	}
+	cfgLog := describeFlags(cmd, "join-token")
+	for i := 0; i+1 < len(cfgLog); i += 2 {
+		if cfgLog[i] == "postgres" {
+			cfgLog[i+1] = redactDSN(f.postgres)
+		}
+	}
+	log.Info("starting hodei server", append([]any{"version", version}, cfgLog...)...)
+	if f.joinToken == "" {
+		log.Warn("no --join-token: any agent that reaches the gRPC address may join")
+	}
+	ctx := cmd.Context()
+	if err := os.MkdirAll(f.data, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	store, err := openStore(ctx, f.data, f.postgres, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	logs, err := logstore.Open(filepath.Join(f.data, "logs"), logstore.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+	sec, err := openSecrets(f.data)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, store, logs, server.Config{
+		GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, JoinToken: f.joinToken, Version: version, Logger: log,
+		ShutdownGrace: f.shutdownGrace,
+		Core: core.Config{HeartbeatInterval: f.heartbeat, SnapshotDir: filepath.Join(f.data, "snapshots"),
+			Secrets: sec},
+	})
+	if err != nil {
+		return err
+	}
+	mountAPI(srv, logs, sec, log)
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "hodei server listening: grpc %s, http %s\n", srv.GRPCAddr(), srv.HTTPAddr())
+	return srv.Run(ctx)
+}
