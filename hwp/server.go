@@ -523,9 +523,14 @@ func (ss *session) reporter(ctx context.Context) {
 				continue
 			}
 			if r.fin != nil {
+				// A job that wrote nothing has no log file; creating and
+				// syncing an empty one per job would cost more than the job.
+				// Readers learn that it ended from its events.
 				total := r.fin.GetLogBytes()
-				if err := ss.s.logs.Finish(r.r.JobID, r.r.Attempt, total, r.fin.GetLogCrc32C()); err != nil {
-					ss.s.log.Warn("finish log", "job", r.r.JobID, "attempt", r.r.Attempt, "err", err)
+				if total > 0 || ss.s.logs.Size(r.r.JobID, r.r.Attempt) > 0 {
+					if err := ss.s.logs.Finish(r.r.JobID, r.r.Attempt, total, r.fin.GetLogCrc32C()); err != nil {
+						ss.s.log.Warn("finish log", "job", r.r.JobID, "attempt", r.r.Attempt, "err", err)
+					}
 				}
 				_ = ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_LogAck{LogAck: &hwppb.LogAck{
 					JobId: r.r.JobID, Attempt: r.r.Attempt, Offset: ss.s.logs.Size(r.r.JobID, r.r.Attempt), Finished: true}}})

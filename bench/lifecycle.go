@@ -1,0 +1,387 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hodei-jobs/hodei/agent"
+	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/api/jobpb"
+	"github.com/hodei-jobs/hodei/core"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore"
+	"github.com/hodei-jobs/hodei/eventstore/bolt"
+	"github.com/hodei-jobs/hodei/hwp/hwppb"
+	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/secrets"
+	"github.com/hodei-jobs/hodei/server"
+)
+
+// LifecycleConfig configures Lifecycle.
+type LifecycleConfig struct {
+	Jobs   int // jobs submitted (default 10,000)
+	Agents int // agents connected (default 16)
+	// Executor is "noop" (agents report each job accepted, started and
+	// succeeded at once: the server's own cost) or "pty" (real agents run
+	// `true` in a PTY).
+	Executor string
+	// Batch is how many jobs one SubmitJobs call carries (default 500);
+	// Submitters is how many calls are in flight at once (default 4).
+	Batch, Submitters int
+	// Slots per agent (default 64 for noop, 2 for pty).
+	Slots int
+	// Dir holds the data dir (default a temp dir, removed after).
+	Dir string
+	// Timeout bounds the run (default 10 minutes).
+	Timeout time.Duration
+}
+
+// LifecycleResult is what Lifecycle measured.
+type LifecycleResult struct {
+	Jobs         int     `json:"jobs"`
+	Agents       int     `json:"agents"`
+	Executor     string  `json:"executor"`
+	Seconds      float64 `json:"seconds"`
+	JobsPerSec   float64 `json:"jobs_per_sec"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	Events       uint64  `json:"events"`
+	P50MS        float64 `json:"p50_ms"`
+	P99MS        float64 `json:"p99_ms"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	// RawSpawnPerSec (pty only) is a plain loop of the same PTY spawns at the
+	// same concurrency in the same run: the machine's limit for real jobs.
+	RawSpawnPerSec float64 `json:"raw_spawn_per_sec,omitempty"`
+}
+
+// Lifecycle runs a whole server in this process on a bbolt store, connects
+// agents as real gRPC clients over loopback, submits jobs through the real
+// JobService in batches and measures submit-to-succeeded.
+func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error) {
+	if cfg.Jobs <= 0 {
+		cfg.Jobs = 10_000
+	}
+	if cfg.Agents <= 0 {
+		cfg.Agents = 16
+	}
+	if cfg.Executor == "" {
+		cfg.Executor = "noop"
+	}
+	if cfg.Executor != "noop" && cfg.Executor != "pty" {
+		return LifecycleResult{}, fmt.Errorf("lifecycle: executor %q: want noop or pty", cfg.Executor)
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Submitters <= 0 {
+		cfg.Submitters = 4
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 64
+		if cfg.Executor == "pty" {
+			cfg.Slots = 2
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	res := LifecycleResult{Jobs: cfg.Jobs, Agents: cfg.Agents, Executor: cfg.Executor}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "hodei-lifecycle-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer store.Close()
+	logs, err := logstore.Open(filepath.Join(dir, "logs"), logstore.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer logs.Close()
+	sec, err := secrets.Open(filepath.Join(dir, "secrets"), secrets.Options{})
+	if err != nil {
+		return res, err
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	srv, err := server.New(ctx, store, logs, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: quiet,
+		Core: core.Config{HeartbeatInterval: 5 * time.Second, Secrets: sec}, ShutdownGrace: 2 * time.Second})
+	if err != nil {
+		return res, err
+	}
+	srv.Mount(api.New(srv.Core(), logs, sec, api.Options{Logger: quiet}))
+	if err := srv.Listen(); err != nil {
+		return res, err
+	}
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	defer func() {
+		stopSrv()
+		<-srvDone
+	}()
+
+	// Agents.
+	agentCtx, stopAgents := context.WithCancel(ctx)
+	agents := new(errgroup.Group)
+	defer func() {
+		stopAgents()
+		_ = agents.Wait()
+	}()
+	workDir := filepath.Join(dir, "agents")
+	for i := 0; i < cfg.Agents; i++ {
+		name := fmt.Sprintf("bench-%d", i)
+		if cfg.Executor == "noop" {
+			ready := make(chan struct{})
+			agents.Go(func() error { return noopAgent(agentCtx, srv.GRPCAddr(), name, cfg.Slots, ready) })
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+			continue
+		}
+		a, err := agent.New(agent.Config{Server: srv.GRPCAddr(), Name: name, Slots: cfg.Slots,
+			WorkDir: filepath.Join(workDir, name), Logger: quiet})
+		if err != nil {
+			return res, err
+		}
+		agents.Go(func() error { return a.Run(agentCtx) })
+		select {
+		case <-a.Welcomed():
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+
+	// Watch the log for job.submitted and job.succeeded, timing each job.
+	head, err := store.Head(ctx)
+	if err != nil {
+		return res, err
+	}
+	sub := store.Subscribe(head.Position)
+	defer sub.Close()
+	var mu sync.Mutex
+	submitted := make(map[string]time.Time, cfg.Jobs)
+	var lat []time.Duration
+	watchDone := make(chan error, 1)
+	var events uint64
+	go func() {
+		succeeded := 0
+		for succeeded < cfg.Jobs {
+			batch, err := sub.Next(ctx)
+			if err != nil {
+				watchDone <- err
+				return
+			}
+			now := time.Now()
+			events += uint64(len(batch))
+			mu.Lock()
+			for i := range batch {
+				e := &batch[i]
+				switch e.Type {
+				case domain.TypeJobSucceeded:
+					id := strings.TrimPrefix(e.StreamID, domain.JobStreamPrefix)
+					if t, ok := submitted[id]; ok {
+						lat = append(lat, now.Sub(t))
+					}
+					succeeded++
+				case domain.TypeJobFailed, domain.TypeJobCancelled, domain.TypeJobTimedOut:
+					mu.Unlock()
+					f, _ := eventstore.DecodeFields(e.Payload)
+					watchDone <- fmt.Errorf("job %s ended with %s: %v", e.StreamID, e.Type, f)
+					return
+				}
+			}
+			mu.Unlock()
+		}
+		watchDone <- nil
+	}()
+
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	client := jobpb.NewJobServiceClient(conn)
+	script := "true"
+	start := time.Now()
+	submit := new(errgroup.Group)
+	submit.SetLimit(cfg.Submitters)
+	for from := 0; from < cfg.Jobs; from += cfg.Batch {
+		n := min(cfg.Batch, cfg.Jobs-from)
+		submit.Go(func() error {
+			req := &jobpb.SubmitJobsRequest{Jobs: make([]*jobpb.SubmitJob, n)}
+			for i := range req.Jobs {
+				req.Jobs[i] = &jobpb.SubmitJob{Spec: &jobpb.JobSpec{Name: "bench", Script: script}}
+			}
+			t := time.Now()
+			resp, err := client.SubmitJobs(ctx, req)
+			if err != nil {
+				return fmt.Errorf("submit: %w", err)
+			}
+			mu.Lock()
+			for _, r := range resp.GetResults() {
+				submitted[r.GetJob().GetId()] = t
+			}
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := submit.Wait(); err != nil {
+		return res, err
+	}
+	if err := <-watchDone; err != nil {
+		return res, fmt.Errorf("lifecycle: %w", err)
+	}
+	elapsed := time.Since(start)
+	res.Seconds = elapsed.Seconds()
+	res.JobsPerSec = float64(cfg.Jobs) / elapsed.Seconds()
+	res.Events = events
+	res.EventsPerSec = float64(events) / elapsed.Seconds()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		res.P50MS = ms(lat[len(lat)/2])
+		res.P99MS = ms(lat[len(lat)*99/100])
+	}
+	res.PeakRSSMB = peakRSSMB()
+	if cfg.Executor == "pty" {
+		// The same spawns without Hodei, at the same concurrency.
+		res.RawSpawnPerSec, err = rawSpawns(ctx, min(cfg.Jobs, 2000), cfg.Agents*cfg.Slots)
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// noopAgent speaks the worker protocol and completes every assignment at
+// once without running anything.
+func noopAgent(ctx context.Context, addr, name string, slots int, ready chan<- struct{}) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := hwppb.NewWorkerProtocolClient(conn).Connect(ctx)
+	if err != nil {
+		return err
+	}
+	err = stream.Send(&hwppb.AgentMessage{Msg: &hwppb.AgentMessage_Hello{Hello: &hwppb.Hello{
+		ProtocolVersion: hwppb.CurrentVersion(), Name: name, AgentVersion: "bench",
+		Labels:   map[string]string{"bench": "noop"},
+		Capacity: &hwppb.Capacity{Slots: uint32(slots), CpuMillis: 64000, MemoryBytes: 64 << 30},
+	}}})
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if first.GetWelcome() == nil {
+		return fmt.Errorf("noop agent %s: not welcomed: %v", name, first)
+	}
+	close(ready)
+	// Replies go through one sender goroutine so reading never waits.
+	out := make(chan *hwppb.AgentMessage, 4096)
+	sendErr := make(chan error, 1)
+	go func() {
+		for m := range out {
+			if err := stream.Send(m); err != nil {
+				sendErr <- err
+				for range out {
+				}
+				return
+			}
+		}
+		sendErr <- stream.CloseSend()
+	}()
+	defer func() {
+		close(out)
+		<-sendErr
+	}()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		as := m.GetAssign()
+		if as == nil {
+			continue
+		}
+		now := timestamppb.Now()
+		id, attempt := as.GetJobId(), as.GetAttempt()
+		out <- &hwppb.AgentMessage{Msg: &hwppb.AgentMessage_JobAccepted{JobAccepted: &hwppb.JobAccepted{JobId: id, Attempt: attempt}}}
+		out <- &hwppb.AgentMessage{Msg: &hwppb.AgentMessage_JobStarted{JobStarted: &hwppb.JobStarted{JobId: id, Attempt: attempt, StartedAt: now}}}
+		out <- &hwppb.AgentMessage{Msg: &hwppb.AgentMessage_JobFinished{JobFinished: &hwppb.JobFinished{JobId: id, Attempt: attempt,
+			Reason: hwppb.FinishReason_EXITED, StartedAt: now, FinishedAt: timestamppb.Now()}}}
+	}
+}
+
+// rawSpawns runs `true` in a PTY n times with conc at once and returns spawns/s.
+func rawSpawns(ctx context.Context, n, conc int) (float64, error) {
+	g := new(errgroup.Group)
+	g.SetLimit(max(conc, 1))
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		g.Go(func() error {
+			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", "true")
+			f, err := pty.Start(cmd)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, f)
+			err = cmd.Wait()
+			f.Close()
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// peakRSSMB is this process's peak resident set (VmHWM) in MiB.
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
