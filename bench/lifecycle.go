@@ -384,4 +384,3 @@ func peakRSSMB() float64 {
 	}
 	return 0
 }
-
