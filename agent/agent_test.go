@@ -428,9 +428,12 @@ func TestFenceKillsStaleAttempt(t *testing.T) {
 		hb := h.srv.Heartbeats()
 		return len(hb) > n && len(hb[len(hb)-1].Running) == 0 && hb[len(hb)-1].FreeSlots == 4
 	})
-	if _, err := os.Stat(spoolPath); !os.IsNotExist(err) {
-		t.Fatalf("spool of fenced attempt: Stat() = %v, want not exist", err)
-	}
+	// The job goroutine removes the spool after it has reaped the group,
+	// which may be a moment after the heartbeat stopped listing it.
+	h.waitFor("spool of the fenced attempt removed", func() bool {
+		_, err := os.Stat(spoolPath)
+		return os.IsNotExist(err)
+	})
 	if f, _ := h.srv.Finished("stale", 1); f != nil {
 		t.Fatalf("fenced attempt reported JobFinished %v", f)
 	}
