@@ -45,7 +45,25 @@ type Config struct {
 	// Secrets resolves a job's secret names to values at assignment; nil
 	// means jobs that name secrets cannot be assigned.
 	Secrets SecretResolver
+	// Metrics, when set, receives timings of the scheduling path.
+	Metrics Metrics
 }
+
+// Metrics receives the core's timings (the server exports them to
+// Prometheus). Methods must be cheap and must not block.
+type Metrics interface {
+	// QueueWait is the time a job attempt waited from being queued to being
+	// scheduled.
+	QueueWait(d time.Duration)
+	// Round is one scheduling round: how long deciding and committing took,
+	// and how many jobs it placed and parked.
+	Round(d time.Duration, placed, parked int)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) QueueWait(time.Duration)       {}
+func (noMetrics) Round(time.Duration, int, int) {}
 
 // SecretResolver returns the values of the named secrets.
 type SecretResolver interface {
@@ -76,6 +94,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
 	}
 	if c.Scheduler.HeartbeatInterval == 0 {
 		c.Scheduler.HeartbeatInterval = c.HeartbeatInterval
@@ -150,6 +171,16 @@ func (c *Core) Codec() *eventstore.Codec { return c.codec }
 
 // Store is the event log.
 func (c *Core) Store() eventstore.Store { return c.store }
+
+// SchedulerStats returns the scheduler's queue counts.
+func (c *Core) SchedulerStats() scheduler.Stats { return c.sched.Stats() }
+
+// AgentStreams is the number of connected agent streams.
+func (c *Core) AgentStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions)
+}
 
 // Position is the log position the read models reflect.
 func (c *Core) Position() uint64 { return c.runner.Position() }

@@ -23,6 +23,9 @@ func (c *Core) observe(env *eventstore.Envelope, ev eventstore.Event) {
 			c.log.Error("queue submitted job", "job", e.JobID, "err", err)
 		}
 	case domain.JobScheduled:
+		if v, ok := c.jobs.Get(e.JobID); ok && e.Attempt == 1 {
+			c.cfg.Metrics.QueueWait(e.At.Sub(v.SubmittedAt))
+		}
 		// Our own round reserved it already (ErrDuplicate); after a restart
 		// the reservation comes from here.
 		c.sched.Remove(e.JobID)
@@ -95,9 +98,11 @@ func (c *Core) scheduleLoop(ctx context.Context) error {
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
 	for {
+		t0 := time.Now()
 		round := c.sched.ScheduleRound(c.now(), c.cfg.RoundSize)
 		if len(round.Placements) > 0 || len(round.Parked) > 0 {
 			c.commitRound(ctx, round)
+			c.cfg.Metrics.Round(time.Since(t0), len(round.Placements), len(round.Parked))
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -36,6 +36,9 @@ type Config struct {
 	// Version is reported to agents and in /healthz.
 	Version string
 	Logger  *slog.Logger
+	// StoreStats, when set, reports the event store's commits and committed
+	// events for /metrics (their ratio is the group-commit batch size).
+	StoreStats func() (commits, events uint64)
 }
 
 // Mounter adds services to the server's gRPC server and HTTP mux before it
@@ -75,7 +78,9 @@ func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg 
 		cfg.ShutdownGrace = 10 * time.Second
 	}
 	cfg.Core.Logger = cfg.Logger
-	c, err := core.New(store, cfg.Core)
+	m := newMetrics()
+	cfg.Core.Metrics = m
+	c, err := core.New(timedStore{Store: store, m: m}, cfg.Core)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +94,7 @@ func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg 
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(8<<20),
+		grpc.StreamInterceptor(m.streamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
@@ -96,6 +102,8 @@ func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg 
 		JoinToken: cfg.JoinToken, HeartbeatInterval: hb, ServerVersion: cfg.Version, Logger: cfg.Logger,
 	})
 	hwppb.RegisterWorkerProtocolServer(s.grpc, s.hwp)
+	m.reg.MustRegister(newStateCollector(c, cfg.StoreStats))
+	s.mux.Handle("GET /metrics", m.handler())
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "ok %s\n", cfg.Version)

@@ -112,6 +112,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		ShutdownGrace: f.shutdownGrace,
 		Core: core.Config{HeartbeatInterval: f.heartbeat, SnapshotDir: filepath.Join(f.data, "snapshots"),
 			Secrets: sec},
+		StoreStats: storeStats(store),
 	})
 	if err != nil {
 		return err

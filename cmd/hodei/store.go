@@ -38,3 +38,14 @@ func openStore(ctx context.Context, dataDir, dsn string, readOnly bool) (eventst
 	}
 	return s, nil
 }
+
+// storeStats returns the adapter's commit counters for /metrics.
+func storeStats(s eventstore.Store) func() (commits, events uint64) {
+	switch st := s.(type) {
+	case *bolt.Store:
+		return func() (uint64, uint64) { x := st.Stats(); return x.Commits, x.Events }
+	case *postgres.Store:
+		return func() (uint64, uint64) { x := st.Stats(); return x.Commits, x.Events }
+	}
+	return nil
+}
