@@ -79,6 +79,8 @@ func (s *Store) run() {
 		select {
 		case r := <-s.reqs:
 			s.process(s.gather(r))
+		case r := <-s.imports:
+			s.runImport(r) // one transaction between append batches (import.go)
 		case <-s.quit:
 			// No submitter is left: commit what was handed over, then stop.
 			for {

@@ -101,6 +101,18 @@
 // migration, no committer lock, appends fail with ErrReadOnly. They can run
 // beside the server.
 //
+// # Import
+//
+// Store.Import (import.go) writes envelopes copied from another log, such as
+// a bbolt file (hodei migrate), verbatim: positions, versions and hashes are
+// the source's, not assigned. It checks every link of the chain, that the
+// first envelope follows the head row and that stream versions follow the
+// stream rows, and writes with the append path's statements. Imports go
+// through the committer goroutine as requests of their own, one transaction
+// each, so they hold the committer lock and never interleave with appends;
+// an append between two imports makes the next one fail with
+// ErrHeadMismatch.
+//
 // # Subscriptions
 //
 // Subscribe returns an eventstore.Subscription over the store and its Bus.

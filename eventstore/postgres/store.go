@@ -152,6 +152,10 @@ type Store struct {
 
 	beforeCommit atomic.Pointer[func() error]
 
+	// imports is unbuffered: Import hands its request to the committer
+	// goroutine, which runs it between append batches (import.go).
+	imports chan *importRequest
+
 	reqs     chan *request
 	mu       sync.RWMutex // guards closed against submitters.Add
 	closed   bool
@@ -214,6 +218,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		dsn:           dsn,
 		pool:          pool,
 		reqs:          make(chan *request, 1024),
+		imports:       make(chan *importRequest),
 		closing:       make(chan struct{}),
 		quit:          make(chan struct{}),
 		committerDone: make(chan struct{}),
