@@ -128,6 +128,9 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		return res, err
 	}
 	quiet := slog.New(slog.DiscardHandler)
+	if os.Getenv("HODEI_BENCH_LOG") != "" {
+		quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	srv, err := server.New(ctx, store, logs, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: quiet,
 		Core: core.Config{HeartbeatInterval: 5 * time.Second, Secrets: sec}, ShutdownGrace: 2 * time.Second})
 	if err != nil {
@@ -256,7 +259,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		return res, err
 	}
 	if err := <-watchDone; err != nil {
-		return res, fmt.Errorf("lifecycle: %w", err)
+		return res, fmt.Errorf("lifecycle: %w (jobs by status: %v; scheduler: %+v)", err,
+			srv.Core().Jobs().Counts(), srv.Core().SchedulerStats())
 	}
 	elapsed := time.Since(start)
 	res.Seconds = elapsed.Seconds()

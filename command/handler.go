@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -83,15 +84,22 @@ func (h *Handler) Worker(ctx context.Context, id string, cmd domain.WorkerComman
 	return h.workers.run(ctx, id, cmd, meta)
 }
 
-// LoadJob returns job id's current state (zero state when it does not exist).
+// LoadJob returns job id's current state (zero state when it does not
+// exist), confirmed against the stream.
 func (h *Handler) LoadJob(ctx context.Context, id string) (domain.Job, error) {
-	e, err := h.jobs.load(ctx, id)
+	e, _, err := h.jobs.load(ctx, id)
+	if err == nil {
+		e, _, err = h.jobs.fresh(ctx, id, e)
+	}
 	return e.state, err
 }
 
-// LoadWorker returns worker id's current state.
+// LoadWorker returns worker id's current state, confirmed against the stream.
 func (h *Handler) LoadWorker(ctx context.Context, id string) (domain.Worker, error) {
-	e, err := h.workers.load(ctx, id)
+	e, _, err := h.workers.load(ctx, id)
+	if err == nil {
+		e, _, err = h.workers.fresh(ctx, id, e)
+	}
 	return e.state, err
 }
 
@@ -124,6 +132,7 @@ type repo[S aggregate[S, C], C any] struct {
 	h      *Handler
 	stream func(string) string
 	cache  *lru.Cache[string, entry[S]]
+	mu     sync.Mutex // serialises put's check-and-set
 }
 
 func newRepo[S aggregate[S, C], C any](h *Handler, stream func(string) string, size int) *repo[S, C] {
@@ -131,12 +140,37 @@ func newRepo[S aggregate[S, C], C any](h *Handler, stream func(string) string, s
 	return &repo[S, C]{h: h, stream: stream, cache: c}
 }
 
-// load returns the cached state or folds the stream.
-func (r *repo[S, C]) load(ctx context.Context, id string) (entry[S], error) {
+// load returns the cached state (cached true) or folds the stream.
+func (r *repo[S, C]) load(ctx context.Context, id string) (entry[S], bool, error) {
 	if e, ok := r.cache.Get(id); ok {
-		return e, nil
+		return e, true, nil
 	}
-	return r.reload(ctx, id, entry[S]{})
+	e, err := r.reload(ctx, id, entry[S]{})
+	return e, false, err
+}
+
+// put caches e unless the cache already holds a newer version of id: two
+// commands on one aggregate can finish in either order, and the slower one
+// must not put back an older state.
+func (r *repo[S, C]) put(id string, e entry[S]) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.cache.Peek(id); ok && old.version >= e.version {
+		return
+	}
+	r.cache.Add(id, e)
+}
+
+// fresh re-reads the stream after e and reports whether the store had
+// newer events. A decision that appends nothing (an error, a no-op) is not
+// checked by the store's expected version, so one made against a cached
+// state is confirmed against a fresh one before it is returned.
+func (r *repo[S, C]) fresh(ctx context.Context, id string, e entry[S]) (entry[S], bool, error) {
+	n, err := r.reload(ctx, id, e)
+	if err != nil {
+		return e, false, err
+	}
+	return n, n.version != e.version, nil
 }
 
 // reload folds the events after e.version onto e.
@@ -164,7 +198,7 @@ func (r *repo[S, C]) reload(ctx context.Context, id string, e entry[S]) (entry[S
 		}
 	}
 	if e.version > 0 {
-		r.cache.Add(id, e)
+		r.put(id, e)
 	}
 	return e, nil
 }
@@ -186,17 +220,25 @@ func (r *repo[S, C]) encode(evs []domain.Event, meta Meta) ([]eventstore.EventDa
 }
 
 func (r *repo[S, C]) run(ctx context.Context, id string, cmd C, meta Meta) (Result[S], error) {
-	e, err := r.load(ctx, id)
+	e, cached, err := r.load(ctx, id)
 	if err != nil {
 		return Result[S]{}, err
 	}
 	for attempt := 0; ; attempt++ {
 		evs, err := e.state.Decide(cmd)
-		if err != nil {
+		if err != nil || len(evs) == 0 {
+			if cached {
+				cached = false
+				n, newer, ferr := r.fresh(ctx, id, e)
+				if ferr != nil {
+					return Result[S]{}, ferr
+				}
+				if newer {
+					e = n
+					continue
+				}
+			}
 			return Result[S]{State: e.state}, err
-		}
-		if len(evs) == 0 {
-			return Result[S]{State: e.state}, nil
 		}
 		data, err := r.encode(evs, meta)
 		if err != nil {
@@ -223,7 +265,7 @@ func (r *repo[S, C]) commit(id string, e entry[S], evs []domain.Event, res event
 		e.state = e.state.Apply(ev)
 	}
 	e.version = res.Version
-	r.cache.Add(id, e)
+	r.put(id, e)
 	return e.state
 }
 
@@ -234,16 +276,19 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 	results := make([]Result[S], len(cmds))
 	errs := make([]error, len(cmds))
 	type group struct {
-		id    string
-		base  entry[S] // as loaded
-		state S        // after the members decided so far
-		evs   []domain.Event
-		data  []eventstore.EventData
-		idx   []int // members that appended events
-		nevs  []int // how many events each of idx appended
+		id     string
+		base   entry[S] // as loaded
+		cached bool     // base came from the cache
+		failed bool     // a member failed against the cached state: the rest retry
+		state  S        // after the members decided so far
+		evs    []domain.Event
+		data   []eventstore.EventData
+		idx    []int // members that appended events
+		nevs   []int // how many events each of idx appended
 	}
 	groups := map[string]*group{}
 	var order []*group
+	var retry []int
 	for i, c := range cmds {
 		cmd, ok := any(c.Cmd).(C)
 		if !ok {
@@ -252,17 +297,29 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 		}
 		g := groups[c.JobID]
 		if g == nil {
-			e, err := r.load(ctx, c.JobID)
+			e, cached, err := r.load(ctx, c.JobID)
 			if err != nil {
 				errs[i] = err
 				continue
 			}
-			g = &group{id: c.JobID, base: e, state: e.state}
+			g = &group{id: c.JobID, base: e, cached: cached, state: e.state}
 			groups[c.JobID] = g
 			order = append(order, g)
 		}
+		if g.failed {
+			retry = append(retry, i)
+			continue
+		}
 		evs, err := g.state.Decide(cmd)
 		if err != nil || len(evs) == 0 {
+			if g.cached {
+				// Judged against a cached state that may be stale: run it
+				// (and the job's later members) again alone, which
+				// confirms against the stream.
+				g.failed = true
+				retry = append(retry, i)
+				continue
+			}
 			results[i].State, errs[i] = g.state, err
 			continue
 		}
@@ -285,11 +342,11 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 			sent = append(sent, g)
 		}
 	}
-	if len(reqs) == 0 {
-		return results, errs
+	var out []eventstore.AppendOutcome
+	var err error
+	if len(reqs) > 0 {
+		out, err = r.h.store.AppendMany(ctx, reqs)
 	}
-	out, err := r.h.store.AppendMany(ctx, reqs)
-	var retry []int
 	for k, g := range sent {
 		switch {
 		case err != nil:

@@ -113,3 +113,36 @@ func TestBatch(t *testing.T) {
 		t.Fatalf("log holds %d events, want 3", head.Position)
 	}
 }
+
+// A decision that appends nothing is not checked by the store, so one made
+// against a stale cached state must be confirmed against the stream: a
+// report for an attempt another handler just scheduled is not "not assigned".
+func TestStaleCacheIsConfirmedBeforeAnError(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New(memory.Options{})
+	h1 := command.New(s, command.NewCodec(), command.Options{})
+	h2 := command.New(s, command.NewCodec(), command.Options{})
+	for _, id := range []string{"a", "b"} {
+		if _, err := h1.Job(ctx, id, submit(id), meta); err != nil { // h1 caches both at version 1
+			t.Fatal(err)
+		}
+		if _, err := h2.Job(ctx, id, domain.Schedule{WorkerID: "w1", At: t0}, meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := h1.Job(ctx, "a", domain.Accept{WorkerID: "w1", Attempt: 1, At: t0}, meta)
+	if err != nil || res.State.Status != domain.JobStatusAccepted {
+		t.Fatalf("accept through a stale cache = %v, %v; want accepted", res.State.Status, err)
+	}
+	results, errs := h1.Jobs(ctx, []command.JobCommand{
+		{JobID: "b", Cmd: domain.Accept{WorkerID: "w1", Attempt: 1, At: t0}, Meta: meta},
+		{JobID: "b", Cmd: domain.Start{WorkerID: "w1", Attempt: 1, At: t0}, Meta: meta},
+	})
+	if errs[0] != nil || errs[1] != nil || results[1].State.Status != domain.JobStatusRunning {
+		t.Fatalf("batch through a stale cache = %v, %v; want running", results[1].State.Status, errs)
+	}
+	// A real error is still an error after the confirmation.
+	if _, err := h1.Job(ctx, "b", domain.Start{WorkerID: "w2", Attempt: 1, At: t0}, meta); !errors.Is(err, domain.ErrStaleAttempt) {
+		t.Fatalf("report from the wrong worker = %v, want ErrStaleAttempt", err)
+	}
+}

@@ -288,6 +288,7 @@ func (ss *session) Fence(jobID string, attempt uint32, reason string) error {
 	}
 	ss.fenced[ref] = true
 	ss.mu.Unlock()
+	ss.s.log.Warn("fencing stale attempt", "worker", ss.worker, "job", jobID, "attempt", attempt, "reason", reason)
 	return ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Fence{Fence: &hwppb.Fence{JobId: jobID, Attempt: attempt, Reason: reason}}})
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -71,6 +72,7 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().IntVar(&cfg.Batch, "batch", 500, "jobs per SubmitJobs call")
 	c.Flags().IntVar(&cfg.Submitters, "submitters", 4, "SubmitJobs calls in flight")
 	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 64 for noop, 2 for pty)")
+	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	c.Flags().StringVar(&cfg.Dir, "dir", "", "where to put the data dir (default a temp dir, removed after)")
 	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	addOutputFlag(c, &output)
