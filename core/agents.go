@@ -86,17 +86,35 @@ func (c *Core) Connect(ctx context.Context, hello Hello, agent Agent) (string, [
 	if id == "" {
 		id = "w-" + newID(now)
 		meta.Actor = "agent:" + id
+	}
+	// Attach the stream before the event that makes the worker schedulable,
+	// so an assignment decided right after it is not sent into the void.
+	c.mu.Lock()
+	prev := c.sessions[id]
+	c.sessions[id] = &session{agent: agent, lastSeen: now}
+	gone, wasGone := c.gone[id]
+	delete(c.gone, id)
+	c.mu.Unlock()
+	if hello.WorkerID == "" || id != hello.WorkerID {
 		_, err = c.cmd.Worker(ctx, id, domain.Register{WorkerID: id, Info: info, At: now}, meta)
 	} else {
 		_, err = c.cmd.Worker(ctx, id, domain.Reconnect{Info: info, At: now}, meta)
 	}
 	if err != nil {
+		c.mu.Lock()
+		if s := c.sessions[id]; s != nil && s.agent == agent {
+			if prev != nil {
+				c.sessions[id] = prev
+			} else {
+				delete(c.sessions, id)
+			}
+			if wasGone {
+				c.gone[id] = gone
+			}
+		}
+		c.mu.Unlock()
 		return "", nil, fmt.Errorf("connect worker: %w", err)
 	}
-	c.mu.Lock()
-	c.sessions[id] = &session{agent: agent, lastSeen: now}
-	delete(c.gone, id)
-	c.mu.Unlock()
 
 	var stale []JobRef
 	for _, r := range hello.Running {

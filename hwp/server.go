@@ -380,9 +380,15 @@ func (ss *session) receiver(ctx context.Context) error {
 		switch x := m.GetMsg().(type) {
 		case *hwppb.AgentMessage_Heartbeat:
 			h := x.Heartbeat
-			_ = ss.s.core.Heartbeat(ss.worker, core.Telemetry{CPUPercent: h.GetCpuPercent(),
+			err := ss.s.core.Heartbeat(ss.worker, core.Telemetry{CPUPercent: h.GetCpuPercent(),
 				MemoryUsedBytes: clampInt64(h.GetMemoryUsedBytes()), MemoryTotal: clampInt64(h.GetMemoryTotalBytes()),
 				FreeSlots: int(h.GetFreeSlots())})
+			if errors.Is(err, core.ErrUnknownWorker) {
+				// The server stopped listening to this stream (the worker was
+				// marked lost while it was silent): the agent must reconnect,
+				// which records worker.reconnected and resumes its jobs.
+				return status.Error(codes.Unavailable, "worker was marked lost: reconnect")
+			}
 		case *hwppb.AgentMessage_JobAccepted:
 			ss.report(ctx, pendingReport{r: core.Report{Kind: core.ReportAccepted, JobID: x.JobAccepted.GetJobId(), Attempt: x.JobAccepted.GetAttempt()}})
 		case *hwppb.AgentMessage_JobRejected:

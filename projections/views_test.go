@@ -99,3 +99,51 @@ func TestJobAndWorkerViews(t *testing.T) {
 		}
 	}
 }
+
+// The state hash must not depend on map iteration order: many workers with
+// many active jobs hash the same every time.
+func TestWorkersStateIsDeterministic(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	s := memory.New(memory.Options{})
+	codec := command.NewCodec()
+	h := command.New(s, codec, command.Options{})
+	meta := command.Meta{Actor: "user:test"}
+	for w := 0; w < 5; w++ {
+		id := fmt.Sprintf("w%d", w)
+		info := domain.WorkerInfo{Name: id, Labels: map[string]string{"a": "1", "b": "2", "c": "3"},
+			Capacity: domain.Resources{Slots: 100, CPUMillis: 100000, MemoryBytes: 1 << 40}, AgentVersion: "t", ProtocolVersion: 1}
+		if _, err := h.Worker(ctx, id, domain.Register{WorkerID: id, Info: info, At: at}, meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 60; i++ {
+		id := fmt.Sprintf("j%d", i)
+		if _, errs := h.Jobs(ctx, []command.JobCommand{
+			{JobID: id, Meta: meta, Cmd: domain.Submit{JobID: id, At: at, Submitter: "t", Spec: domain.JobSpec{Name: id, Script: "true"}}},
+			{JobID: id, Meta: meta, Cmd: domain.Schedule{WorkerID: fmt.Sprintf("w%d", i%5), At: at}},
+		}); errs[1] != nil {
+			t.Fatal(errs[1])
+		}
+	}
+	var first [32]byte
+	for i := 0; i < 20; i++ {
+		w := projections.NewWorkers()
+		r, _ := projections.NewRunner(s, codec, projections.RunnerOptions{}, w)
+		if err := r.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		hash, err := projections.StateHash(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = hash
+		} else if hash != first {
+			t.Fatalf("rebuild %d hashes %x, the first %x: the encoding depends on map order", i, hash, first)
+		}
+	}
+}

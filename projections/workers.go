@@ -157,19 +157,28 @@ func (w *Workers) List() []WorkerView {
 	return out
 }
 
+// workersState is the snapshot layout. Holdings are a slice sorted by job
+// id, not a map: the encoder sorts the keys of only some map types, and the
+// state hash must not depend on Go's map order.
 type workersState struct {
-	Workers []WorkerView       `json:"workers"`
-	Holding map[string]holding `json:"holding"`
+	Workers []WorkerView `json:"workers"`
+	Holding []heldByJob  `json:"holding"`
+}
+
+type heldByJob struct {
+	Job string `json:"job"`
+	holding
 }
 
 // MarshalState implements Projection.
 func (w *Workers) MarshalState() ([]byte, error) {
-	st := workersState{Workers: w.List(), Holding: map[string]holding{}}
+	st := workersState{Workers: w.List()}
 	w.mu.RLock()
 	for k, v := range w.holding {
-		st.Holding[k] = v
+		st.Holding = append(st.Holding, heldByJob{Job: k, holding: v})
 	}
 	w.mu.RUnlock()
+	sort.Slice(st.Holding, func(i, j int) bool { return st.Holding[i].Job < st.Holding[j].Job })
 	return marshalState(st)
 }
 
@@ -189,8 +198,8 @@ func (w *Workers) UnmarshalState(b []byte) error {
 		v := st.Workers[i]
 		w.byID[v.ID] = &v
 	}
-	for k, h := range st.Holding {
-		w.holding[k] = h
+	for _, h := range st.Holding {
+		w.holding[h.Job] = h.holding
 	}
 	return nil
 }
