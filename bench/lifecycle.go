@@ -160,9 +160,16 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		name := fmt.Sprintf("bench-%d", i)
 		if cfg.Executor == "noop" {
 			ready := make(chan struct{})
-			agents.Go(func() error { return noopAgent(agentCtx, srv.GRPCAddr(), name, cfg.Slots, ready) })
+			failed := make(chan error, 1)
+			agents.Go(func() error {
+				err := noopAgent(agentCtx, srv.GRPCAddr(), name, cfg.Slots, ready)
+				failed <- err
+				return err
+			})
 			select {
 			case <-ready:
+			case err := <-failed:
+				return res, fmt.Errorf("lifecycle: agent %s: %v", name, err)
 			case <-ctx.Done():
 				return res, ctx.Err()
 			}
