@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,12 +47,19 @@ type LifecycleConfig struct {
 	// Batch is how many jobs one SubmitJobs call carries (default 500);
 	// Submitters is how many calls are in flight at once (default 4).
 	Batch, Submitters int
-	// Slots per agent (default 64 for noop, 2 for pty).
+	// Slots per agent (default 1024, the most an agent may declare, for
+	// noop: a no-op job holds its slot only for the protocol round trip; 2
+	// for pty).
 	Slots int
 	// Dir holds the data dir (default a temp dir, removed after).
 	Dir string
 	// Timeout bounds the run (default 10 minutes).
 	Timeout time.Duration
+	// MemoryLimit is the Go soft memory limit for the run (0: unchanged).
+	MemoryLimit int64
+	// AtEnd, when set, runs when the last job has succeeded, with everything
+	// still up (e.g. to write a heap profile).
+	AtEnd func() error
 }
 
 // LifecycleResult is what Lifecycle measured.
@@ -65,6 +74,11 @@ type LifecycleResult struct {
 	P50MS        float64 `json:"p50_ms"`
 	P99MS        float64 `json:"p99_ms"`
 	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	// RSS at the end, split into anonymous memory (the Go heap, stacks) and
+	// file pages mapped in (the bbolt file's memory map), and the Go heap.
+	EndRSSAnonMB float64 `json:"end_rss_anon_mb"`
+	EndRSSFileMB float64 `json:"end_rss_file_mb"`
+	HeapInuseMB  float64 `json:"heap_inuse_mb"`
 	// RawSpawnPerSec (pty only) is a plain loop of the same PTY spawns at the
 	// same concurrency in the same run: the machine's limit for real jobs.
 	RawSpawnPerSec float64 `json:"raw_spawn_per_sec,omitempty"`
@@ -93,7 +107,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		cfg.Submitters = 4
 	}
 	if cfg.Slots <= 0 {
-		cfg.Slots = 64
+		cfg.Slots = domain.MaxSlots
 		if cfg.Executor == "pty" {
 			cfg.Slots = 2
 		}
@@ -102,6 +116,9 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		cfg.Timeout = 10 * time.Minute
 	}
 	res := LifecycleResult{Jobs: cfg.Jobs, Agents: cfg.Agents, Executor: cfg.Executor}
+	if cfg.MemoryLimit > 0 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(cfg.MemoryLimit))
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	dir := cfg.Dir
@@ -196,7 +213,9 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	sub := store.Subscribe(head.Position)
 	defer sub.Close()
 	var mu sync.Mutex
-	submitted := make(map[string]time.Time, cfg.Jobs)
+	// Submit times per batch, and each job's batch: small next to the server.
+	submitted := make(map[string]int32, cfg.Jobs)
+	var batchAt []time.Time
 	var lat []time.Duration
 	watchDone := make(chan error, 1)
 	var events uint64
@@ -216,8 +235,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 				switch e.Type {
 				case domain.TypeJobSucceeded:
 					id := strings.TrimPrefix(e.StreamID, domain.JobStreamPrefix)
-					if t, ok := submitted[id]; ok {
-						lat = append(lat, now.Sub(t))
+					if b, ok := submitted[id]; ok {
+						lat = append(lat, now.Sub(batchAt[b]))
 					}
 					succeeded++
 				case domain.TypeJobFailed, domain.TypeJobCancelled, domain.TypeJobTimedOut:
@@ -255,8 +274,10 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 				return fmt.Errorf("submit: %w", err)
 			}
 			mu.Lock()
+			batchAt = append(batchAt, t)
+			b := int32(len(batchAt) - 1)
 			for _, r := range resp.GetResults() {
-				submitted[r.GetJob().GetId()] = t
+				submitted[r.GetJob().GetId()] = b
 			}
 			mu.Unlock()
 			return nil
@@ -270,6 +291,11 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 			srv.Core().Jobs().Counts(), srv.Core().SchedulerStats())
 	}
 	elapsed := time.Since(start)
+	if cfg.AtEnd != nil {
+		if err := cfg.AtEnd(); err != nil {
+			return res, err
+		}
+	}
 	res.Seconds = elapsed.Seconds()
 	res.JobsPerSec = float64(cfg.Jobs) / elapsed.Seconds()
 	res.Events = events
@@ -279,7 +305,11 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 		res.P50MS = ms(lat[len(lat)/2])
 		res.P99MS = ms(lat[len(lat)*99/100])
 	}
-	res.PeakRSSMB = peakRSSMB()
+	res.PeakRSSMB = procStatusMB("VmHWM:")
+	res.EndRSSAnonMB, res.EndRSSFileMB = procStatusMB("RssAnon:"), procStatusMB("RssFile:")
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapInuseMB = float64(ms.HeapInuse) / (1 << 20)
 	if cfg.Executor == "pty" {
 		// The same spawns without Hodei, at the same concurrency.
 		res.RawSpawnPerSec, err = rawSpawns(ctx, min(cfg.Jobs, 2000), cfg.Agents*cfg.Slots)
@@ -332,7 +362,32 @@ func noopAgent(ctx context.Context, addr, name string, slots int, ready chan<- s
 		}
 		sendErr <- stream.CloseSend()
 	}()
+	// Heartbeats at the server's interval, as a real agent sends them.
+	hbDone := make(chan struct{})
+	hbStop := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		every := first.GetWelcome().GetHeartbeatInterval().AsDuration()
+		if every <= 0 {
+			every = time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for seq := uint64(1); ; seq++ {
+			select {
+			case <-hbStop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				out <- &hwppb.AgentMessage{Msg: &hwppb.AgentMessage_Heartbeat{Heartbeat: &hwppb.Heartbeat{
+					Seq: seq, Time: timestamppb.Now(), MemoryTotalBytes: 64 << 30, FreeSlots: uint32(slots)}}}
+			}
+		}
+	}()
 	defer func() {
+		close(hbStop)
+		<-hbDone
 		close(out)
 		<-sendErr
 	}()
@@ -381,14 +436,15 @@ func rawSpawns(ctx context.Context, n, conc int) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// peakRSSMB is this process's peak resident set (VmHWM) in MiB.
-func peakRSSMB() float64 {
+// procStatusMB reads a kB figure of /proc/self/status (e.g. "VmHWM:", the
+// peak resident set) in MiB.
+func procStatusMB(field string) float64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseFloat(f[1], 64)
 			return kb / 1024
 		}

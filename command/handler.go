@@ -24,7 +24,8 @@ type Meta struct {
 // Options configures a Handler.
 type Options struct {
 	// CacheSize is how many jobs (and, separately, workers) the LRU keeps
-	// (default 20,000).
+	// (default 4,096: commands mostly touch recent aggregates, and a miss
+	// only folds one short stream).
 	CacheSize int
 	// MaxRetries bounds reload-and-retry on version conflicts (default 8).
 	MaxRetries int
@@ -44,7 +45,7 @@ type Handler struct {
 // New returns a handler over store; codec must know every domain event.
 func New(store eventstore.Store, codec *eventstore.Codec, opts Options) *Handler {
 	if opts.CacheSize <= 0 {
-		opts.CacheSize = 20_000
+		opts.CacheSize = 4096
 	}
 	if opts.MaxRetries <= 0 {
 		opts.MaxRetries = 8

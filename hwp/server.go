@@ -247,7 +247,7 @@ type pendingReport struct {
 
 func newSession(s *Server, stream hwppb.WorkerProtocol_ConnectServer) *session {
 	return &session{s: s, stream: stream, out: make(chan *hwppb.ServerMessage, 4096),
-		reports: make(chan pendingReport, 4096), done: make(chan struct{}), fenced: map[core.JobRef]bool{}}
+		reports: make(chan pendingReport, 1024), done: make(chan struct{}), fenced: map[core.JobRef]bool{}}
 }
 
 func (ss *session) send(m *hwppb.ServerMessage) error {

@@ -15,7 +15,7 @@ func init() { register("bench", newBenchLifecycleCmd) }
 
 func newBenchLifecycleCmd() *cobra.Command {
 	var cfg bench.LifecycleConfig
-	var output, profile string
+	var output, profile, memProfile string
 	c := &cobra.Command{
 		Use:   "lifecycle",
 		Short: "Jobs per second from submit to succeeded through the real API and agents",
@@ -51,6 +51,16 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if memProfile != "" {
+				cfg.AtEnd = func() error {
+					f, err := os.Create(memProfile)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					return pprof.Lookup("heap").WriteTo(f, 0)
+				}
+			}
 			res, err := bench.Lifecycle(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -71,10 +81,12 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().StringVar(&cfg.Executor, "executor", "noop", "noop or pty")
 	c.Flags().IntVar(&cfg.Batch, "batch", 500, "jobs per SubmitJobs call")
 	c.Flags().IntVar(&cfg.Submitters, "submitters", 4, "SubmitJobs calls in flight")
-	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 64 for noop, 2 for pty)")
+	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 1024 for noop, 2 for pty)")
 	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	c.Flags().Int64Var(&cfg.MemoryLimit, "memory-limit", 0, "Go soft memory limit in bytes for the run (0: the runtime's default)")
 	c.Flags().StringVar(&cfg.Dir, "dir", "", "where to put the data dir (default a temp dir, removed after)")
 	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	c.Flags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
 	addOutputFlag(c, &output)
 	return c
 }
