@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/domain"
@@ -43,7 +44,16 @@ type Logs interface {
 // ServerConfig configures the protocol server.
 type ServerConfig struct {
 	// JoinToken, when set, must equal the agent's credentials.join_token.
+	// Ignored when Joiner is set.
 	JoinToken string
+	// Joiner, when set, admits agents by their join tokens (expiry, uses,
+	// revocation) instead of JoinToken.
+	Joiner Joiner
+	// Identities, when set, gives every admitted agent a short-lived
+	// identity token in Welcome, admits agents by it on reconnect, renews it
+	// over the stream (TokenRefresh) and cuts the stream within one
+	// heartbeat interval once it is expired or revoked.
+	Identities Identities
 	// HeartbeatInterval is sent to agents in Welcome.
 	HeartbeatInterval time.Duration
 	// MaxChunkBytes is the largest log chunk agents may send (default 64 KiB).
@@ -56,6 +66,29 @@ type ServerConfig struct {
 	// ServerVersion is reported to agents.
 	ServerVersion string
 	Logger        *slog.Logger
+}
+
+// Joiner admits agents by join token. Both methods return errors that are
+// safe to show the agent (they never contain the secret).
+type Joiner interface {
+	// Join checks token for an agent that already has worker id agentID
+	// ("" on first contact) and returns the token's id.
+	Join(token, agentID string) (tokenID string, err error)
+	// Enrolled records that workerID joined with the token tokenID
+	// (replacing the worker id replaces, "" if none); it fails when the
+	// token has no enrolments left.
+	Enrolled(tokenID, workerID, replaces string) error
+}
+
+// Identities issues and checks worker identity tokens (auth.Identities).
+type Identities interface {
+	// Issue returns a new token for workerID and its expiry.
+	Issue(workerID string) (token string, expires time.Time, err error)
+	// Verify returns the worker id of a live (unexpired, unrevoked) token.
+	Verify(token string) (workerID string, expires time.Time, err error)
+	// Renew verifies token and returns a fresh one when it is close to
+	// expiry ("" otherwise).
+	Renew(token string) (fresh string, expires time.Time, err error)
 }
 
 // welcomeMaxMessageBytes is the gRPC message size limit agents are told.
@@ -113,12 +146,21 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 	if err != nil {
 		return err
 	}
-	if refused := s.check(hello); refused != nil {
+	tokenID, refused := s.check(hello)
+	if refused != nil {
 		_ = stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Refused{Refused: refused}})
 		return status.Error(codes.FailedPrecondition, refused.Message)
 	}
 	sess := newSession(s, stream)
-	id, stale, err := s.core.Connect(ctx, toCoreHello(hello), sess)
+	ch := toCoreHello(hello)
+	var replaces string
+	if tokenID != "" && s.cfg.Identities != nil && ch.WorkerID != "" {
+		// With identities, only an identity token resumes a worker id: a
+		// join token (which may have been copied) enrols a new worker, so
+		// it can never report on another worker's jobs.
+		replaces, ch.WorkerID = ch.WorkerID, ""
+	}
+	id, stale, err := s.core.Connect(ctx, ch, sess)
 	if err != nil {
 		var fe *domain.FieldError
 		if errors.As(err, &fe) {
@@ -128,6 +170,13 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 	}
 	sess.worker = id
 	defer s.core.Disconnect(id, sess)
+	if s.cfg.Joiner != nil && tokenID != "" {
+		if err := s.cfg.Joiner.Enrolled(tokenID, id, replaces); err != nil {
+			refused := &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: err.Error()}
+			_ = stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Refused{Refused: refused}})
+			return status.Error(codes.FailedPrecondition, refused.Message)
+		}
+	}
 
 	welcome := &hwppb.Welcome{
 		WorkerId:          id,
@@ -136,6 +185,14 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 		Limits: &hwppb.Limits{MaxLogChunkBytes: s.cfg.MaxChunkBytes, LogFlushInterval: durationpb.New(s.cfg.FlushInterval),
 			MaxMessageBytes: welcomeMaxMessageBytes},
 		ServerVersion: s.cfg.ServerVersion,
+	}
+	if s.cfg.Identities != nil {
+		tok, exp, err := s.cfg.Identities.Issue(id)
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "issue identity: %v", err)
+		}
+		sess.identity = tok
+		welcome.IdentityToken, welcome.IdentityExpiresAt = tok, timestamppb.New(exp)
 	}
 	isStale := map[core.JobRef]bool{}
 	for _, r := range stale {
@@ -184,18 +241,40 @@ func (s *Server) recvHello(stream hwppb.WorkerProtocol_ConnectServer) (*hwppb.He
 	}
 }
 
-// check returns why hello is refused, or nil.
-func (s *Server) check(h *hwppb.Hello) *hwppb.Refused {
+// check returns why hello is refused, or nil, and the id of the join token
+// that admitted it (with a Joiner).
+func (s *Server) check(h *hwppb.Hello) (string, *hwppb.Refused) {
 	v := h.GetProtocolVersion()
 	if _, err := Negotiate(ProtocolVersion, Version{Major: v.GetMajor(), Minor: v.GetMinor()}); err != nil {
-		return &hwppb.Refused{Code: hwppb.Refused_INCOMPATIBLE_VERSION, Message: err.Error(),
+		return "", &hwppb.Refused{Code: hwppb.Refused_INCOMPATIBLE_VERSION, Message: err.Error(),
 			ServerVersion: &hwppb.Version{Major: ProtocolVersion.Major, Minor: ProtocolVersion.Minor}}
+	}
+	if it := h.GetCredentials().GetIdentityToken(); it != "" && s.cfg.Identities != nil {
+		w, _, err := s.cfg.Identities.Verify(it)
+		if err != nil {
+			return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: err.Error()}
+		}
+		if w != h.GetAgentId() {
+			return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: "identity token belongs to another worker"}
+		}
+		return "", nil
+	}
+	if s.cfg.Joiner != nil {
+		tok := h.GetCredentials().GetJoinToken()
+		if tok == "" {
+			return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: "join token is missing"}
+		}
+		id, err := s.cfg.Joiner.Join(tok, h.GetAgentId())
+		if err != nil {
+			return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: err.Error()}
+		}
+		return id, nil
 	}
 	if s.cfg.JoinToken != "" &&
 		subtle.ConstantTimeCompare([]byte(h.GetCredentials().GetJoinToken()), []byte(s.cfg.JoinToken)) != 1 {
-		return &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: "join token is missing or wrong"}
+		return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: "join token is missing or wrong"}
 	}
-	return nil
+	return "", nil
 }
 
 func toCoreHello(h *hwppb.Hello) core.Hello {
@@ -229,6 +308,9 @@ type session struct {
 	s      *Server
 	stream hwppb.WorkerProtocol_ConnectServer
 	worker string
+	// identity is the agent's current identity token (set before run; then
+	// owned by guard).
+	identity string
 
 	out     chan *hwppb.ServerMessage
 	reports chan pendingReport
@@ -334,9 +416,20 @@ func (ss *session) run(ctx context.Context) error {
 		defer ss.s.recv.Done()
 		recvDone <- ss.receiver(ctx)
 	}()
+	cut := make(chan error, 1)
+	if ss.s.cfg.Identities != nil && ss.identity != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ss.guard(ctx); err != nil {
+				cut <- err
+			}
+		}()
+	}
 	var err error
 	select {
 	case err = <-recvDone:
+	case err = <-cut:
 	case <-ss.s.stop:
 		err = status.Error(codes.Unavailable, "the server is shutting down: reconnect")
 	}
@@ -354,6 +447,33 @@ func (ss *session) run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// guard renews the agent's identity token before it expires and ends the
+// stream (Unauthenticated) at the first heartbeat tick after it expired or
+// was revoked.
+func (ss *session) guard(ctx context.Context) error {
+	t := time.NewTicker(ss.s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		fresh, exp, err := ss.s.cfg.Identities.Renew(ss.identity)
+		if err != nil {
+			ss.s.log.Warn("cutting agent stream", "worker", ss.worker, "err", err)
+			return status.Errorf(codes.Unauthenticated, "identity: %v", err)
+		}
+		if fresh != "" {
+			ss.identity = fresh
+			if err := ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_TokenRefresh{TokenRefresh: &hwppb.TokenRefresh{
+				Token: fresh, ExpiresAt: timestamppb.New(exp)}}}); err != nil {
+				return nil // the stream is ending anyway
+			}
+		}
+	}
 }
 
 func (ss *session) sender(ctx context.Context) error {

@@ -10,4 +10,11 @@
 // it stops accepting work, gives streams a grace period to finish, stops the
 // core (which snapshots the read models), and returns. The caller closes the
 // stores afterwards.
+//
+// Security: Config.TLS serves both listeners with TLS (cmd/hodei passes
+// pki.Bundle.ServerTLS: the data dir's own CA, or given files); nil means
+// plaintext and New logs a warning (tests, and `hodei server
+// --insecure-plaintext`). Config.Joiner (auth.Store) admits agents by
+// managed join tokens; API authentication is the mounted API's
+// Authenticator.
 package server

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/hodei-jobs/hodei/core"
@@ -27,8 +29,17 @@ type Config struct {
 	GRPCAddr string
 	// HTTPAddr serves REST, SSE, the UI, /healthz, /readyz and /metrics.
 	HTTPAddr string
-	// JoinToken, when set, is required from agents.
+	// JoinToken, when set, is required from agents (ignored with Joiner).
 	JoinToken string
+	// Joiner, when set, admits agents by managed join tokens (auth.Store).
+	Joiner hwp.Joiner
+	// Identities, when set, gives agents 15-minute identity tokens renewed
+	// over the stream (auth.Identities).
+	Identities hwp.Identities
+	// TLS serves both listeners with TLS (pki.Bundle.ServerTLS). nil serves
+	// plaintext: only for tests and behind --insecure-plaintext; New logs a
+	// warning.
+	TLS *tls.Config
 	// Core configures the orchestrator (heartbeats, timeouts, snapshots).
 	Core core.Config
 	// ShutdownGrace bounds graceful shutdown (default 10s).
@@ -92,14 +103,20 @@ func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg 
 	if hb <= 0 {
 		hb = 5 * time.Second
 	}
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(8<<20),
+	gopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(8 << 20),
 		grpc.StreamInterceptor(m.streamInterceptor),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if cfg.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	} else {
+		cfg.Logger.Warn("serving PLAINTEXT: traffic, tokens and secrets cross the network unencrypted")
+	}
+	s.grpc = grpc.NewServer(gopts...)
 	s.hwp = hwp.NewServer(c, logAdapter{logs}, hwp.ServerConfig{
-		JoinToken: cfg.JoinToken, HeartbeatInterval: hb, ServerVersion: cfg.Version, Logger: cfg.Logger,
+		JoinToken: cfg.JoinToken, Joiner: cfg.Joiner, Identities: cfg.Identities, HeartbeatInterval: hb, ServerVersion: cfg.Version, Logger: cfg.Logger,
 	})
 	hwppb.RegisterWorkerProtocolServer(s.grpc, s.hwp)
 	m.reg.MustRegister(newStateCollector(c, cfg.StoreStats))
@@ -160,7 +177,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.cfg.TLS,
+		// TLS handshake failures (scanners, wrong CA) are not errors of ours.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	coreCtx, stopCore := context.WithCancel(context.Background())
 	defer stopCore()
 	g := new(errgroup.Group)
@@ -173,13 +192,17 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.http.Serve(s.lnH); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.http.Serve(s.lnH) }
+		if s.cfg.TLS != nil {
+			serve = func() error { return s.http.ServeTLS(s.lnH, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
 		return nil
 	})
 	s.ready.Store(true)
-	s.log.Info("hodei server ready", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "position", s.core.Position())
+	s.log.Info("hodei server ready", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "tls", s.cfg.TLS != nil, "position", s.core.Position())
 
 	var runErr error
 	select {

@@ -5,15 +5,21 @@
 // Configuration comes from flags, with environment variables as defaults:
 //
 //	-server     HODEI_SERVER       host:port of the server's HWP endpoint (required)
-//	-token      HODEI_TOKEN        join token (or -token-file / HODEI_TOKEN_FILE)
+//	-token      HODEI_TOKEN        join token from `hodei token create --agent` (or -token-file / HODEI_TOKEN_FILE)
 //	-name       HODEI_AGENT_NAME   agent name (default: host name)
 //	-labels     HODEI_LABELS       k=v,k=v
 //	-slots      HODEI_SLOTS        concurrent jobs (default: CPUs)
 //	-work-dir   HODEI_WORK_DIR     spools and job directories
 //	-shell      HODEI_SHELL        e.g. "/bin/bash -c" (default "/bin/sh -c")
 //	-cancel-grace HODEI_CANCEL_GRACE  SIGTERM -> SIGKILL delay (default 10s)
-//	-tls, -ca-file, -tls-server-name  (HODEI_TLS, HODEI_CA_FILE, HODEI_TLS_SERVER_NAME)
+//	-ca-file, -tls-server-name  (HODEI_CA_FILE, HODEI_TLS_SERVER_NAME)
+//	-insecure-plaintext  HODEI_INSECURE_PLAINTEXT  no TLS (warns; tests only)
 //	-log-level  HODEI_LOG_LEVEL    debug, info, warn, error
+//
+// TLS is always on unless -insecure-plaintext: the agent trusts exactly the
+// CA whose SHA-256 fingerprint the join token carries
+// ("hodei1.<id>.<secret>.<ca-sha256>"), so the token alone is enough to
+// reach the right server; -ca-file trusts a given CA bundle instead.
 //
 // Signals: the first SIGTERM or SIGINT drains (no new jobs; running jobs
 // finish and are delivered; then exit 0). A second one cancels: running jobs

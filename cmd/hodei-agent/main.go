@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -102,8 +103,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (agent.C
 	shell := fs.String("shell", env("HODEI_SHELL", ""), `shell prefix, e.g. "/bin/bash -c" (HODEI_SHELL)`)
 	grace := fs.String("cancel-grace", env("HODEI_CANCEL_GRACE", "10s"), "SIGTERM to SIGKILL delay (HODEI_CANCEL_GRACE)")
 	nice := fs.String("job-nice", env("HODEI_JOB_NICE", "0"), "niceness of job processes, 0..19 (HODEI_JOB_NICE)")
-	useTLS := fs.String("tls", env("HODEI_TLS", "false"), "dial with TLS (HODEI_TLS)")
-	caFile := fs.String("ca-file", env("HODEI_CA_FILE", ""), "PEM CA bundle to trust; implies -tls (HODEI_CA_FILE)")
+	plainDefault, err := strconv.ParseBool(env("HODEI_INSECURE_PLAINTEXT", "false"))
+	if err != nil {
+		return cfg, 0, fmt.Errorf("HODEI_INSECURE_PLAINTEXT: %q is not a boolean", getenv("HODEI_INSECURE_PLAINTEXT"))
+	}
+	plaintext := fs.Bool("insecure-plaintext", plainDefault, "dial without TLS, to a server run with --insecure-plaintext (HODEI_INSECURE_PLAINTEXT)")
+	caFile := fs.String("ca-file", env("HODEI_CA_FILE", ""), "PEM CA bundle to trust instead of the fingerprint in the join token (HODEI_CA_FILE)")
 	serverName := fs.String("tls-server-name", env("HODEI_TLS_SERVER_NAME", ""), "TLS server name override (HODEI_TLS_SERVER_NAME)")
 	level := fs.String("log-level", env("HODEI_LOG_LEVEL", "info"), "debug, info, warn or error (HODEI_LOG_LEVEL)")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -155,27 +160,46 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (agent.C
 	if cfg.JobNice, err = strconv.Atoi(*nice); err != nil || cfg.JobNice < 0 || cfg.JobNice > 19 {
 		return cfg, 0, fmt.Errorf("-job-nice: %q is not 0..19", *nice)
 	}
-	tlsOn, err := strconv.ParseBool(*useTLS)
-	if err != nil {
-		return cfg, 0, fmt.Errorf("-tls: %q is not a boolean", *useTLS)
-	}
-	if tlsOn || *caFile != "" {
-		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: *serverName}
-		if *caFile != "" {
-			pem, err := os.ReadFile(*caFile)
-			if err != nil {
-				return cfg, 0, fmt.Errorf("-ca-file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, 0, fmt.Errorf("-ca-file: no certificates in %s", *caFile)
-			}
-			cfg.TLS.RootCAs = pool
-		}
+	if cfg.TLS, err = agentTLS(*server, cfg.Token, *caFile, *serverName, *plaintext, stderr); err != nil {
+		return cfg, 0, err
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return cfg, 0, fmt.Errorf("-log-level: %w", err)
 	}
 	return cfg, lvl, nil
+}
+
+// agentTLS is how the agent trusts the server: a --ca-file it is given, or
+// else exactly the CA whose fingerprint the join token carries. Plaintext
+// (nil) only with -insecure-plaintext, which warns.
+func agentTLS(server, token, caFile, serverName string, plaintext bool, stderr io.Writer) (*tls.Config, error) {
+	if plaintext {
+		if caFile != "" {
+			return nil, errors.New("-insecure-plaintext and -ca-file exclude each other")
+		}
+		fmt.Fprintln(stderr, "hodei-agent: WARNING: -insecure-plaintext: the join token and job secrets cross the network unencrypted")
+		return nil, nil
+	}
+	if serverName == "" {
+		if host, _, err := net.SplitHostPort(server); err == nil {
+			serverName = host
+		}
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca-file: no certificates in %s", caFile)
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, RootCAs: pool}, nil
+	}
+	fp, err := agent.JoinTokenFingerprint(token)
+	if err != nil {
+		return nil, fmt.Errorf("-token: cannot trust the server: give a join token from `hodei token create --agent` (it carries the CA fingerprint), or -ca-file: %w", err)
+	}
+	return agent.PinnedTLS(fp, serverName, nil), nil
 }

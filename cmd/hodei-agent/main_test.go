@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -49,12 +50,13 @@ func startMain(t *testing.T, extra ...string) *run {
 	}
 	t.Cleanup(srv.Stop)
 	env := map[string]string{
-		"HODEI_SERVER":     srv.Addr(),
-		"HODEI_TOKEN":      "join-secret",
-		"HODEI_AGENT_NAME": "cmd-agent",
-		"HODEI_LABELS":     "os=linux,pool=test",
-		"HODEI_SLOTS":      "2",
-		"HODEI_WORK_DIR":   t.TempDir(),
+		"HODEI_SERVER":             srv.Addr(),
+		"HODEI_TOKEN":              "join-secret",
+		"HODEI_INSECURE_PLAINTEXT": "true",
+		"HODEI_AGENT_NAME":         "cmd-agent",
+		"HODEI_LABELS":             "os=linux,pool=test",
+		"HODEI_SLOTS":              "2",
+		"HODEI_WORK_DIR":           t.TempDir(),
 	}
 	r := &run{srv: srv, sig: make(chan os.Signal, 2), code: make(chan int, 1), stderr: &syncBuffer{}}
 	go func() {
@@ -144,5 +146,27 @@ func TestRefusedTokenExitsWithFailure(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr.String(), "UNAUTHENTICATED") {
 		t.Fatalf("stderr does not say why:\n%s", r.stderr)
+	}
+}
+
+func TestTLSIsTheDefaultAndNeedsATrustAnchor(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	fp := strings.Repeat("ab", 32)
+	token := "hodei1.0123456789abcdef." + strings.Repeat("c", 64) + "." + fp
+	cfg, _, err := parse([]string{"-server", "127.0.0.1:7070", "-token", token}, env(nil), io.Discard)
+	if err != nil || cfg.TLS == nil || cfg.TLS.VerifyConnection == nil || cfg.TLS.ServerName != "127.0.0.1" {
+		t.Fatalf("parse(join token) = TLS %+v, %v; want a pinned TLS config", cfg.TLS, err)
+	}
+	if _, _, err := parse([]string{"-server", "127.0.0.1:7070", "-token", "static"}, env(nil), io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "fingerprint") {
+		t.Fatalf("parse(token without fingerprint, no -ca-file) = %v, want an error naming the fingerprint", err)
+	}
+	var warn bytes.Buffer
+	cfg, _, err = parse([]string{"-server", "h:1", "-token", "static"}, env(map[string]string{"HODEI_INSECURE_PLAINTEXT": "true"}), &warn)
+	if err != nil || cfg.TLS != nil || !strings.Contains(warn.String(), "WARNING") {
+		t.Fatalf("parse(HODEI_INSECURE_PLAINTEXT) = TLS %v, %v, warning %q", cfg.TLS, err, warn.String())
+	}
+	if _, _, err := parse([]string{"-server", "h:1", "-ca-file", "/nonexistent.pem"}, env(nil), io.Discard); err == nil {
+		t.Fatal("parse(-ca-file missing) = nil, want an error")
 	}
 }

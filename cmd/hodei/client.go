@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -25,22 +28,35 @@ const defaultServer = "127.0.0.1:7070"
 
 // clientFlags are the flags of every command that calls the server.
 type clientFlags struct {
-	server  string
-	token   string
-	output  string
-	timeout time.Duration
+	server    string
+	token     string
+	ca        string
+	plaintext bool
+	output    string
+	timeout   time.Duration
 }
+
+// Where the CLI looks for the server's CA and the admin token when neither
+// a flag nor the environment names them: the files `hodei server` makes in
+// its default data dir, so the quickstart needs no flags on the same host.
+const (
+	defaultCAFile    = "data/ca.pem"
+	defaultTokenFile = "data/admin.token"
+)
 
 // clientEnv are the only environment variables the client commands read:
 // not every HODEI_* (a job's own environment has HODEI_JOB_ID, HODEI_ATTEMPT
 // and the like, which must not turn into flags of a hodei run inside it).
-var clientEnv = map[string]string{"server": "HODEI_SERVER", "token": "HODEI_TOKEN"}
+var clientEnv = map[string]string{"server": "HODEI_SERVER", "token": "HODEI_TOKEN", "ca": "HODEI_CA",
+	"insecure-plaintext": "HODEI_INSECURE_PLAINTEXT"}
 
 // addClientFlags adds --server, --token, --request-timeout and -o to c.
 // HODEI_SERVER and HODEI_TOKEN apply when the flags are not given.
 func addClientFlags(c *cobra.Command, f *clientFlags) {
 	c.Flags().StringVar(&f.server, "server", defaultServer, "gRPC address of the hodei server (env HODEI_SERVER)")
-	c.Flags().StringVar(&f.token, "token", "", "API token (env HODEI_TOKEN)")
+	c.Flags().StringVar(&f.token, "token", "", "API token (env HODEI_TOKEN; default: the contents of ./"+defaultTokenFile+")")
+	c.Flags().StringVar(&f.ca, "ca", "", "PEM CA certificate to trust (env HODEI_CA; default ./"+defaultCAFile+" when present, else the system roots)")
+	c.Flags().BoolVar(&f.plaintext, "insecure-plaintext", false, "connect without TLS, to a server run with --insecure-plaintext (env HODEI_INSECURE_PLAINTEXT)")
 	c.Flags().DurationVar(&f.timeout, "request-timeout", 30*time.Second, "time limit of each call to the server (not of following a log)")
 	addOutputFlag(c, &f.output)
 	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -57,12 +73,15 @@ type client struct {
 // dial is the one place the CLI connects to the server. It reads the
 // HODEI_* environment for flags not given and checks -o. The connection is
 // made lazily: an unreachable server shows as the first call's error.
-// Plaintext for now; TLS options go here.
+// It speaks TLS unless --insecure-plaintext, trusting --ca (or the data
+// dir's CA), and sends --token (or the data dir's admin token).
 func dial(cmd *cobra.Command, f *clientFlags) (*client, error) {
 	for name, env := range clientEnv {
 		if fl := cmd.Flags().Lookup(name); fl != nil && !fl.Changed {
 			if v, ok := os.LookupEnv(env); ok {
-				_ = fl.Value.Set(v) // string flags
+				if err := fl.Value.Set(v); err != nil {
+					return nil, usageError("%s=%q: %v", env, v, err)
+				}
 			}
 		}
 	}
@@ -72,9 +91,22 @@ func dial(cmd *cobra.Command, f *clientFlags) (*client, error) {
 	if f.server == "" {
 		return nil, usageError("--server is empty: give host:port of the hodei server")
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds := insecure.NewCredentials()
+	if !f.plaintext {
+		cfg, err := clientTLS(f.ca)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if f.token == "" {
+		if b, err := os.ReadFile(defaultTokenFile); err == nil {
+			f.token = strings.TrimSpace(string(b))
+		}
+	}
 	if f.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(f.token)))
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: f.token, secure: !f.plaintext}))
 	}
 	conn, err := grpc.NewClient(f.server, opts...)
 	if err != nil {
@@ -94,16 +126,43 @@ func (c *client) call(ctx context.Context) (context.Context, context.CancelFunc)
 // Close closes the connection.
 func (c *client) Close() error { return c.conn.Close() }
 
+// clientTLS trusts caFile, else ./data/ca.pem when present, else the
+// system roots.
+func clientTLS(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	flag := "--ca"
+	if caFile == "" {
+		if _, err := os.Stat(defaultCAFile); err != nil {
+			return cfg, nil
+		}
+		caFile, flag = defaultCAFile, defaultCAFile
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, usageError("%s: %v", flag, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, usageError("%s: no PEM certificate in %s", flag, caFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
 // bearerToken sends the API token as "authorization: Bearer <token>".
-type bearerToken string
+type bearerToken struct {
+	token  string
+	secure bool
+}
 
 // GetRequestMetadata implements credentials.PerRPCCredentials.
 func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+	return map[string]string{"authorization": "Bearer " + t.token}, nil
 }
 
-// RequireTransportSecurity is false while the CLI speaks plaintext.
-func (bearerToken) RequireTransportSecurity() bool { return false }
+// RequireTransportSecurity refuses to send the token in plaintext unless
+// the user asked for plaintext.
+func (t bearerToken) RequireTransportSecurity() bool { return t.secure }
 
 // flagFor maps the fields the server names in errors to the CLI's flags.
 var flagFor = map[string]string{
@@ -142,7 +201,7 @@ func (c *client) callError(op string, err error) error {
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("%s: no answer from %s within --request-timeout %s", op, c.server, c.timeout)
 	case codes.Unauthenticated, codes.PermissionDenied:
-		return fmt.Errorf("%s: %s (give an API token with --token or HODEI_TOKEN)", op, msg)
+		return fmt.Errorf("%s: %s (give an API token with --token or HODEI_TOKEN; the server's admin token is in <data>/admin.token)", op, msg)
 	case codes.InvalidArgument:
 		if field := api.FieldOf(err); field != "" {
 			f := strings.TrimPrefix(field, "jobs[0].")

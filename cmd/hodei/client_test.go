@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/auth"
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/eventstore/memory"
 	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/pki"
 	"github.com/hodei-jobs/hodei/secrets"
 )
 
@@ -71,8 +74,25 @@ func startCLIServer(t *testing.T) *cliServer {
 			t.Errorf("core Run() = %v", err)
 		}
 	}()
-	g := grpc.NewServer()
-	api.New(c, logs, sec, api.Options{Logger: slog.New(slog.DiscardHandler)}).RegisterGRPC(g)
+	// TLS with a CA of its own and an admin token, as `hodei server` serves;
+	// the CLI finds both through HODEI_CA and HODEI_TOKEN.
+	pkiDir := t.TempDir()
+	bundle, err := pki.LoadOrCreate(pkiDir, pki.DefaultSANs(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.Open(pkiDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := tokens.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HODEI_CA", filepath.Join(pkiDir, pki.CAFile))
+	t.Setenv("HODEI_TOKEN", admin)
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(bundle.ServerTLS())))
+	api.New(c, logs, sec, api.Options{Logger: slog.New(slog.DiscardHandler), Authenticator: tokens}).RegisterGRPC(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -219,7 +219,7 @@ type e2eServer struct {
 func startE2EServer(t *testing.T, bin string) *e2eServer {
 	t.Helper()
 	p := startE2EProc(t, "hodei server", bin, "server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--join-token", e2eJoinToken, "--heartbeat", e2eHeartbeat.String(), "--shutdown-grace", "2s", "--log-level", "info")
+		"--http", "127.0.0.1:0", "--insecure-plaintext", "--insecure-anonymous", "--join-token", e2eJoinToken, "--heartbeat", e2eHeartbeat.String(), "--shutdown-grace", "2s", "--log-level", "info")
 	const prefix = "hodei server listening: grpc "
 	out := p.stdout.waitFor(t, "listening line", p.exited, func(s string) bool {
 		i := strings.Index(s, prefix)
@@ -252,7 +252,7 @@ func startE2EServer(t *testing.T, bin string) *e2eServer {
 // startE2EAgent runs a hodei-agent process named name against srv.
 func startE2EAgent(t *testing.T, bin string, srv *e2eServer, name string) *e2eProc {
 	t.Helper()
-	return startE2EProc(t, "hodei-agent "+name, bin, "-server", srv.grpc, "-token", e2eJoinToken, "-name", name, "-slots", "1",
+	return startE2EProc(t, "hodei-agent "+name, bin, "-server", srv.grpc, "-insecure-plaintext", "-token", e2eJoinToken, "-name", name, "-slots", "1",
 		"-work-dir", t.TempDir(), "-cancel-grace", "1s", "-log-level", "info")
 }
 
@@ -261,7 +261,7 @@ func hodeiCLI(t *testing.T, bin string, srv *e2eServer, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append(args, "--server", srv.grpc)...)
+	cmd := exec.CommandContext(ctx, bin, append(args, "--server", srv.grpc, "--insecure-plaintext")...)
 	cmd.Env = e2eEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -22,7 +22,8 @@ func openSecrets(dataDir string) (*secrets.Store, error) {
 }
 
 // mountAPI adds the job API (gRPC JobService, REST, SSE) and the web UI.
-func mountAPI(srv *server.Server, logs *logstore.Store, sec *secrets.Store, log *slog.Logger) {
-	svc := api.New(srv.Core(), logs, sec, api.Options{Logger: log, UI: web.Handler()})
+// authn nil accepts anonymous calls (--insecure-anonymous only).
+func mountAPI(srv *server.Server, logs *logstore.Store, sec *secrets.Store, authn api.Authenticator, log *slog.Logger) {
+	svc := api.New(srv.Core(), logs, sec, api.Options{Logger: log, UI: web.Handler(), Authenticator: authn})
 	srv.Mount(svc)
 }

@@ -22,6 +22,11 @@ var version = "dev"
 type serverFlags struct {
 	data, postgres, grpcAddr, httpAddr, joinToken, logLevel, logFormat string
 	heartbeat, shutdownGrace                                           time.Duration
+
+	tlsCert, tlsKey, tlsCA string
+	tlsSANs                []string
+	insecurePlaintext      bool
+	insecureAnonymous      bool
 }
 
 func newServerCmd() *cobra.Command {
@@ -34,7 +39,13 @@ func newServerCmd() *cobra.Command {
 With no flags it keeps everything in ./data (a bbolt event log, job logs and
 projection snapshots) and listens on 127.0.0.1:7070 (gRPC: agents and the
 JobService) and 127.0.0.1:8080 (HTTP: REST, the web UI, /healthz, /readyz,
-/metrics). Every flag can also be set as HODEI_<FLAG> (e.g. HODEI_POSTGRES).`,
+/metrics). Every flag can also be set as HODEI_<FLAG> (e.g. HODEI_POSTGRES).
+
+Both listeners speak TLS. On first start the server creates a CA and a
+server certificate in the data dir (ca.pem is what clients trust; give
+--tls-cert/--tls-key/--tls-ca to use your own) and an admin API token,
+printed once and kept in <data>/admin.token (mode 0600), which the CLI
+reads by default. Agents join with tokens from ` + "`hodei token create --agent`" + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
@@ -48,7 +59,13 @@ JobService) and 127.0.0.1:8080 (HTTP: REST, the web UI, /healthz, /readyz,
 	fl.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN: keep the event log there instead of the bbolt file")
 	fl.StringVar(&f.grpcAddr, "listen", "127.0.0.1:7070", "gRPC address for agents and the JobService")
 	fl.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP address for REST, the UI, health and metrics")
-	fl.StringVar(&f.joinToken, "join-token", "", "token agents must present (empty: any agent may join)")
+	fl.StringVar(&f.joinToken, "join-token", "", "one static token agents must present instead of managed join tokens (hodei token create --agent)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate chain (PEM) to use instead of the data dir's own CA")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate (PEM) of --tls-cert, whose fingerprint join tokens carry (default: last certificate of --tls-cert)")
+	fl.StringSliceVar(&f.tlsSANs, "tls-san", nil, "extra DNS names or IPs for the server certificate the server makes (repeatable)")
+	fl.BoolVar(&f.insecurePlaintext, "insecure-plaintext", false, "serve without TLS (tests and loopback debugging only)")
+	fl.BoolVar(&f.insecureAnonymous, "insecure-anonymous", false, "accept API calls without a token (tests and loopback debugging only)")
 	fl.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "agent heartbeat interval; a worker silent for 3 intervals is lost")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for streams to finish")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -79,6 +96,12 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	if f.heartbeat < 10*time.Millisecond {
 		return usageError("--heartbeat %s: must be at least 10ms", f.heartbeat)
 	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return usageError("--tls-cert and --tls-key go together")
+	}
+	if f.insecurePlaintext && f.tlsCert != "" {
+		return usageError("--insecure-plaintext and --tls-cert exclude each other")
+	}
 	cfgLog := describeFlags(cmd, "join-token")
 	for i := 0; i+1 < len(cfgLog); i += 2 {
 		if cfgLog[i] == "postgres" {
@@ -86,12 +109,13 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		}
 	}
 	log.Info("starting hodei server", append([]any{"version", version}, cfgLog...)...)
-	if f.joinToken == "" {
-		log.Warn("no --join-token: any agent that reaches the gRPC address may join")
-	}
 	ctx := cmd.Context()
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	sec0, err := setupSecurity(cmd, f, log)
+	if err != nil {
+		return err
 	}
 	store, err := openStore(ctx, f.data, f.postgres, false)
 	if err != nil {
@@ -109,6 +133,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	}
 	srv, err := server.New(ctx, store, logs, server.Config{
 		GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, JoinToken: f.joinToken, Version: version, Logger: log,
+		TLS: sec0.tls, Joiner: sec0.joiner, Identities: sec0.ids,
 		ShutdownGrace: f.shutdownGrace,
 		Core: core.Config{HeartbeatInterval: f.heartbeat, SnapshotDir: filepath.Join(f.data, "snapshots"),
 			Secrets: sec},
@@ -117,7 +142,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	if err != nil {
 		return err
 	}
-	mountAPI(srv, logs, sec, log)
+	mountAPI(srv, logs, sec, sec0.authn, log)
 	if err := srv.Listen(); err != nil {
 		return err
 	}

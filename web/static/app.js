@@ -25,13 +25,31 @@
   }
   function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
 
+  // apiToken is the API token: taken once from "?token=…" (then removed from
+  // the address bar and kept for this tab), or asked for after a 401.
+  var apiToken = (function () {
+    var q = new URLSearchParams(location.search), t = q.get("token");
+    if (t) {
+      sessionStorage.setItem("hodei-token", t);
+      q.delete("token");
+      history.replaceState(null, "", location.pathname + (q.toString() ? "?" + q : "") + location.hash);
+    }
+    return sessionStorage.getItem("hodei-token") || "";
+  })();
+  function askToken() {
+    var t = window.prompt("API token (hodei token create --role viewer, or data/admin.token):");
+    if (t) { sessionStorage.setItem("hodei-token", t.trim()); location.reload(); }
+  }
+
   // call sends a REST request; errors reject with the API's ErrorBody.
   function call(method, path, body) {
     var opts = { method: method, headers: {} };
+    if (apiToken) opts.headers.Authorization = "Bearer " + apiToken;
     if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
     return fetch(path, opts).then(function (r) {
       if (r.status === 204) return null;
       return r.json().catch(function () { return { error: r.status + " " + r.statusText }; }).then(function (j) {
+        if (r.status === 401) askToken();
         if (!r.ok) { j.status = r.status; throw j; }
         return j;
       });
@@ -39,6 +57,7 @@
   }
 
   function stream(url, handlers) {
+    if (apiToken) url += (url.indexOf("?") < 0 ? "?" : "&") + "access_token=" + encodeURIComponent(apiToken);
     var es = new EventSource(url);
     Object.keys(handlers).forEach(function (k) { es.addEventListener(k, handlers[k]); });
     es.onopen = function () { conn.className = "conn live"; };
