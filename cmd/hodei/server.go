@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/replay"
 	"github.com/hodei-jobs/hodei/server"
 )
 
@@ -27,6 +29,8 @@ type serverFlags struct {
 	tlsSANs                []string
 	insecurePlaintext      bool
 	insecureAnonymous      bool
+	anchorDir              string
+	anchorEvery            time.Duration
 }
 
 func newServerCmd() *cobra.Command {
@@ -70,6 +74,8 @@ reads by default. Agents join with tokens from ` + "`hodei token create --agent`
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for streams to finish")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.anchorDir, "anchor-dir", "", "write a signed anchor of the log head here every --anchor-every (keep it off the data volume)")
+	fl.DurationVar(&f.anchorEvery, "anchor-every", replay.DefaultAnchorEvery, "how often --anchor-dir gets a new anchor")
 	return c
 }
 
@@ -147,5 +153,17 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "hodei server listening: grpc %s, http %s\n", srv.GRPCAddr(), srv.HTTPAddr())
-	return srv.Run(ctx)
+	if f.anchorDir == "" {
+		return srv.Run(ctx)
+	}
+	key, err := replay.LoadOrCreateKey(f.data)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error {
+		return (&replay.Anchorer{Store: store, Key: key, Dir: f.anchorDir, Every: f.anchorEvery, Logger: log}).Run(gctx)
+	})
+	return g.Wait()
 }
