@@ -119,16 +119,33 @@ func ValidateAppend(stream string, expected ExpectedVersion, events []EventData)
 		return bad(-1, "events", fmt.Sprintf("%d events, at most %d per append", len(events), MaxEventsPerWrite))
 	}
 	total := 0
-	seen := make(map[ID]struct{}, len(events))
+	// A map finds duplicate ids in large appends; small ones, the usual
+	// case, compare with the earlier ids instead: a map per append costs
+	// more than the rest of the validation.
+	var seen map[ID]struct{}
+	if len(events) > smallAppend {
+		seen = make(map[ID]struct{}, len(events))
+	}
 	for i := range events {
 		e := &events[i]
 		if e.ID.IsZero() {
 			return bad(i, "id", "zero")
 		}
-		if _, dup := seen[e.ID]; dup {
+		dup := false
+		if seen != nil {
+			_, dup = seen[e.ID]
+			seen[e.ID] = struct{}{}
+		} else {
+			for j := range i {
+				if events[j].ID == e.ID {
+					dup = true
+					break
+				}
+			}
+		}
+		if dup {
 			return bad(i, "id", fmt.Sprintf("%s appears twice in one append", e.ID))
 		}
-		seen[e.ID] = struct{}{}
 		if err := checkName(e.Type, MaxTypeLen); err != "" {
 			return bad(i, "type", err)
 		}
@@ -151,6 +168,10 @@ func ValidateAppend(stream string, expected ExpectedVersion, events []EventData)
 	}
 	return nil
 }
+
+// smallAppend is the most events ValidateAppend checks for duplicate ids
+// without a map.
+const smallAppend = 16
 
 func checkName(s string, max int) string {
 	switch {

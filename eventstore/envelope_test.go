@@ -114,3 +114,22 @@ func FuzzUnmarshalEnvelope(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateAppendDuplicateIDs(t *testing.T) {
+	// Small appends compare ids pairwise, large ones use a map: both must
+	// name the first repeated event.
+	for _, n := range []int{2, 16, 17, 40} {
+		events := make([]EventData, n)
+		for i := range events {
+			events[i] = EventData{ID: NewID(), Type: "t", SchemaVersion: 1}
+		}
+		if err := ValidateAppend("s", Any, events); err != nil {
+			t.Fatalf("%d distinct events: ValidateAppend() = %v, want nil", n, err)
+		}
+		events[n-1].ID = events[n/2-1].ID
+		var ie *InvalidEventError
+		if err := ValidateAppend("s", Any, events); !errors.As(err, &ie) || ie.Index != n-1 || ie.Field != "id" {
+			t.Fatalf("%d events, last repeats an id: ValidateAppend() = %v, want an id error at index %d", n, err, n-1)
+		}
+	}
+}

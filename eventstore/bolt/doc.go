@@ -7,34 +7,39 @@
 //
 // # Write path: one committer, group commit
 //
-//	Append ─┐                                     ┌──────────── writer ────────────┐
-//	Append ─┼─> bounded queue ─> sequencer ─batch─> db.Update: put events, meta head,│
-//	AppendMany                  validate,         │ index chunk; commit: write,     │
-//	   ^                        hash, encode      │ fdatasync, meta, fdatasync      │
-//	   └── reply ── index, Bus.Publish <─result───└────────────────────────────────┘
+//	Append ─┐                                            ┌──────── writer ────────┐
+//	Append ─┼─> bounded queue ─> sequencer ─> staged ───>│ db.Update: put events, │
+//	AppendMany                  validate,     batch      │ meta head, index chunk;│
+//	   ^                        hash, encode  (taken     │ commit: write, sync,   │
+//	   │                                      at once)   │ meta, sync             │
+//	   └── reply ── index, Bus.Publish <──── result ─────└────────────────────────┘
 //
 // One committer owns every write; bbolt's DB.Batch is not used (it may run a
 // function twice and re-runs a whole batch when one call fails). It has two
 // goroutines. The sequencer blocks for the first queued append, drains
 // whatever else is queued without waiting (Options.MaxBatchEvents,
-// MaxBatchBytes) and stages each request: it checks it against an overlay of
-// the batch so far and of the batch being committed (later requests see
-// earlier ones; a version or idempotency conflict fails that request only,
-// recorded, not a transaction error), assigns positions and chain hashes
-// (eventstore.NewEnvelope) and encodes the events. The writer puts a staged
-// batch in one transaction and commits it, synced. At most one batch is with
-// the writer; the next one gathers, already validated and encoded, while it
-// syncs, so the batch size follows the load with no timer and staging costs
-// no commit time. After a commit the sequencer hands the writer the next
-// batch, then updates the in-memory index, publishes the committed events to
-// the Bus in position order and replies. Appends return only after the
-// commit holding them is synced; a reply waits for every commit its outcome
-// depends on, conflicts included.
+// MaxBatchBytes) and stages each request into the current batch: it checks
+// it against an overlay of the batch so far and of the batches being
+// committed (later requests see earlier ones; a version or idempotency
+// conflict fails that request only, recorded, not a transaction error),
+// assigns positions and chain hashes (eventstore.NewEnvelope) and encodes the
+// events. The writer puts a staged batch in one transaction and commits it,
+// synced, and takes the next staged batch itself the moment the commit
+// returns: the disk does not wait for the sequencer while appends are
+// staged, the batch size follows the load with no timer, and staging costs
+// no commit time. A small batch is left to the sequencer, which at the end
+// of its staging round hands what it staged to the idle writer or commits it
+// itself (saving two goroutine hand-offs). For each
+// committed batch the sequencer updates the in-memory index, publishes the
+// events to the Bus in position order and replies, while the writer commits
+// the next one. Appends return only after the commit holding them is synced; a reply waits
+// for every commit its outcome depends on, conflicts included.
 //
 // If a commit fails, every append in it fails, nothing is published, the
 // head is reloaded from the file (the next append takes the next dense
-// position), and appends staged on top of the failed batch are staged again.
-// Options.BeforeCommit (and SetBeforeCommit) injects such failures.
+// position), and appends staged on top of the failed batch are staged again;
+// the writer takes nothing until they are. Options.BeforeCommit (and
+// SetBeforeCommit) injects such failures.
 //
 // # File layout (FormatVersion 1)
 //
@@ -64,13 +69,17 @@
 // events above "indexed" from the events bucket (checking their chain), so a
 // crash loses no index entry; Close writes everything, so a cleanly closed
 // file is fully indexed. Lookups read memory first, then the buckets. A
-// Bloom filter over every event id and stream name (built at Open from the
-// buckets) keeps new ids and new streams, the common case, from reading the
-// buckets at all.
+// Bloom filter over every event id (committed or staged) and stream name
+// (built at Open from the buckets) keeps new ids and new streams, the common
+// case, from reading the buckets, or for ids even the memory, at all. In
+// memory, stream heads are in a map and event ids in log order, sorted in
+// runs of 4096 for the rare lookup by id: inserting random ids into a large
+// map would miss the cache on every append.
 //
 // Memory and Open time are bounded by the generations in memory: usually one
 // or two, about three at most under sustained load (some 100 bytes per
-// event), plus about 2 bytes per stored event for the filters.
+// event), plus about 2 bytes per stored event for the filters (640 KiB at
+// least).
 //
 // # Open checks
 //

@@ -26,14 +26,19 @@ type bloomPart struct {
 
 const (
 	filterBitsPerKey = 12 // about 1% false positives
-	minFilterKeys    = 1 << 16
+	// minFilterKeys is the least capacity of a filter. An absent key probes
+	// every part, each a likely cache miss, so the event id filter starts
+	// large enough (512 KiB) for a few hundred thousand events in one part.
+	minFilterKeys   = 1 << 16
+	minIDFilterKeys = 1 << 18
 )
 
 var bloomSalts = [8]uint32{0x47b6137b, 0x44974d91, 0x8824ad5b, 0xa2b7289d, 0x705495c7, 0x2df1424b, 0x9efc4947, 0x5c6bfb31}
 
-func newKeyFilter(expected int) *keyFilter {
+// newKeyFilter returns a filter for about expected keys, at least least.
+func newKeyFilter(expected, least int) *keyFilter {
 	f := &keyFilter{seed: maphash.MakeSeed()}
-	f.grow(max(expected, minFilterKeys))
+	f.grow(max(expected, least))
 	return f
 }
 
@@ -54,13 +59,15 @@ func (f *keyFilter) add(h uint64) {
 	p.add(h)
 }
 
+// mayContain probes every part without stopping at the first hit: an absent
+// key, the common case, must probe them all, and probes without branches
+// between them let the processor overlap their cache misses.
 func (f *keyFilter) mayContain(h uint64) bool {
+	hit := uint32(0)
 	for _, p := range f.parts {
-		if p.mayContain(h) {
-			return true
-		}
+		hit |= p.probe(h)
 	}
-	return false
+	return hit != 0
 }
 
 func (p *bloomPart) block(h uint64) *[8]uint32 {
@@ -75,12 +82,16 @@ func (p *bloomPart) add(h uint64) {
 	p.n++
 }
 
-func (p *bloomPart) mayContain(h uint64) bool {
+// probe returns non-zero when h may be in p.
+func (p *bloomPart) probe(h uint64) uint32 {
 	b := p.block(h)
+	miss := uint32(0)
 	for i, salt := range bloomSalts {
-		if b[i]&(1<<((uint32(h)*salt)>>27)) == 0 {
-			return false
-		}
+		bit := uint32(1) << ((uint32(h) * salt) >> 27)
+		miss |= bit &^ b[i]
 	}
-	return true
+	if miss != 0 {
+		return 0
+	}
+	return 1
 }

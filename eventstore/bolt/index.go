@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 
@@ -22,11 +23,23 @@ import (
 // crash: the index is the log's derived data and the log is its journal.
 
 // generation indexes the events at positions (lo, hi] in memory.
+//
+// Event ids are kept in the order of the log, not in a map: inserting random
+// keys into a map of a generation's size misses the cache on every event,
+// and lookups by id are rare (the key filter answers most of them). Every
+// idRun entries the newest run is sorted in place, so a lookup is a binary
+// search per sorted run and a scan of the unsorted rest, and a flush plan
+// starts from sorted runs.
 type generation struct {
 	lo, hi  uint64
-	ids     map[eventstore.ID]uint64
+	ids     []idPos // appended in log order; ids[:sorted]: full runs of idRun, each sorted
+	sorted  int
 	streams map[string]*memStream
+	scratch []idPos // for sorting runs
 }
+
+// idRun is the length of the sorted runs of generation.ids.
+const idRun = 4096
 
 // memStream holds a stream's positions within one generation: pos[i] is the
 // position of version first+i.
@@ -42,7 +55,7 @@ func (m *memStream) last() (version, pos uint64) {
 // newGeneration returns an empty generation that starts after position lo,
 // with room for about size events.
 func newGeneration(lo uint64, size int) *generation {
-	return &generation{lo: lo, hi: lo, ids: make(map[eventstore.ID]uint64, size), streams: make(map[string]*memStream, size/8)}
+	return &generation{lo: lo, hi: lo, ids: make([]idPos, 0, size), streams: make(map[string]*memStream, size/8)}
 }
 
 func (g *generation) size() int { return int(g.hi - g.lo) }
@@ -50,7 +63,11 @@ func (g *generation) size() int { return int(g.hi - g.lo) }
 // add indexes the next event of the log. The caller guarantees the event is
 // at position g.hi+1 and is the next version of its stream.
 func (g *generation) add(e *eventstore.Envelope) {
-	g.ids[e.EventID] = e.Position
+	g.ids = append(g.ids, newIDPos(e.EventID, e.Position))
+	if len(g.ids)-g.sorted == idRun {
+		g.scratch = sortIDs(g.ids[g.sorted:], g.scratch)
+		g.sorted = len(g.ids)
+	}
 	ms := g.streams[e.StreamID]
 	if ms == nil {
 		ms = &memStream{first: e.StreamVersion, pos: make([]uint64, 0, 4)}
@@ -58,6 +75,31 @@ func (g *generation) add(e *eventstore.Envelope) {
 	}
 	ms.pos = append(ms.pos, e.Position)
 	g.hi = e.Position
+}
+
+// eventID returns the position of an event id in g.
+func (g *generation) eventID(id eventstore.ID) (uint64, bool) {
+	k := newIDPos(id, 0)
+	for lo := 0; lo < g.sorted; lo += idRun {
+		run := g.ids[lo : lo+idRun]
+		i := sort.Search(len(run), func(i int) bool { return !run[i].less(k) })
+		if i < len(run) && run[i].hi == k.hi && run[i].lo == k.lo {
+			return run[i].pos, true
+		}
+	}
+	for _, e := range g.ids[g.sorted:] {
+		if e.hi == k.hi && e.lo == k.lo {
+			return e.pos, true
+		}
+	}
+	return 0, false
+}
+
+// sortedIDs returns a copy of g's ids in id order.
+func (g *generation) sortedIDs() []idPos {
+	ids := slices.Clone(g.ids)
+	sortIDs(ids, nil)
+	return ids
 }
 
 // tail is the in-memory part of the index: frozen is being written to the
@@ -84,13 +126,11 @@ func (t *tail) stream(stream string) (version, pos uint64, ok bool) {
 
 // eventID returns the position of an event id indexed in memory.
 func (t *tail) eventID(id eventstore.ID) (uint64, bool) {
-	if p, ok := t.active.ids[id]; ok {
+	if p, ok := t.active.eventID(id); ok {
 		return p, true
 	}
 	if t.frozen != nil {
-		if p, ok := t.frozen.ids[id]; ok {
-			return p, true
-		}
+		return t.frozen.eventID(id)
 	}
 	return 0, false
 }
@@ -122,12 +162,10 @@ func (t *tail) streamPositions(stream string, from uint64, limit int) (first uin
 // mergeGenerations returns one generation holding a's events then b's (b
 // follows a in the log). Both are left unchanged.
 func mergeGenerations(a, b *generation) *generation {
-	m := &generation{lo: a.lo, hi: b.hi, ids: make(map[eventstore.ID]uint64, len(a.ids)+len(b.ids)),
+	m := &generation{lo: a.lo, hi: b.hi, ids: make([]idPos, 0, len(a.ids)+len(b.ids)),
 		streams: make(map[string]*memStream, len(a.streams)+len(b.streams))}
 	for _, g := range []*generation{a, b} {
-		for id, p := range g.ids {
-			m.ids[id] = p
-		}
+		m.ids = append(m.ids, g.ids...)
 		for s, ms := range g.streams {
 			if prev := m.streams[s]; prev != nil {
 				prev.pos = append(prev.pos, ms.pos...)
@@ -135,6 +173,10 @@ func mergeGenerations(a, b *generation) *generation {
 			}
 			m.streams[s] = &memStream{first: ms.first, pos: slices.Clone(ms.pos)}
 		}
+	}
+	for len(m.ids)-m.sorted >= idRun {
+		m.scratch = sortIDs(m.ids[m.sorted:m.sorted+idRun], m.scratch)
+		m.sorted += idRun
 	}
 	return m
 }
@@ -150,12 +192,83 @@ type flushPlan struct {
 	ids   []idPos  // sorted by id
 	idx   []idxRun // sorted by stream index key
 	heads []string // sorted by stream id
-	done  flushCursor
+
+	// Advanced by the committer (under its mu) when a commit succeeds.
+	done     flushCursor
+	complete bool // everything is written and meta "indexed" moved
 }
 
+// idPos is an event id, as two big-endian halves (so ids sort as integers),
+// and its position.
 type idPos struct {
-	id  eventstore.ID
-	pos uint64
+	hi, lo, pos uint64
+}
+
+func newIDPos(id eventstore.ID, pos uint64) idPos {
+	return idPos{binary.BigEndian.Uint64(id[:8]), binary.BigEndian.Uint64(id[8:]), pos}
+}
+
+func (e idPos) id() (id eventstore.ID) {
+	binary.BigEndian.PutUint64(id[:8], e.hi)
+	binary.BigEndian.PutUint64(id[8:], e.lo)
+	return id
+}
+
+func (e idPos) less(f idPos) bool { return e.hi < f.hi || (e.hi == f.hi && e.lo < f.lo) }
+
+func cmpIDPos(e, f idPos) int {
+	switch {
+	case e.less(f):
+		return -1
+	case f.less(e):
+		return 1
+	}
+	return 0
+}
+
+// sortIDs sorts ids by id, using scratch (which it may grow and returns)
+// as temporary space. Random ids (the usual v4 UUIDs) are distributed into
+// about len(ids)/4 buckets by their first bits and the small buckets sorted
+// by insertion: several times faster than a comparison sort of the whole.
+// Ids that share their first bits (time-ordered UUIDs) fall back to one.
+func sortIDs(ids, scratch []idPos) []idPos {
+	if len(ids) < 256 {
+		slices.SortFunc(ids, cmpIDPos)
+		return scratch
+	}
+	nbits := min(max(bits.Len(uint(len(ids)))-2, 4), 16)
+	shift := 64 - nbits
+	counts := make([]int32, 1<<nbits+1)
+	for _, e := range ids {
+		counts[e.hi>>shift+1]++
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	if cap(scratch) < len(ids) {
+		scratch = make([]idPos, len(ids))
+	}
+	out := scratch[:len(ids)]
+	next := slices.Clone(counts[:1<<nbits])
+	for _, e := range ids {
+		b := e.hi >> shift
+		out[next[b]] = e
+		next[b]++
+	}
+	for b := 0; b < 1<<nbits; b++ {
+		run := out[counts[b]:counts[b+1]]
+		if len(run) > 16 {
+			slices.SortFunc(run, cmpIDPos)
+			continue
+		}
+		for i := 1; i < len(run); i++ {
+			for j := i; j > 0 && run[j].less(run[j-1]); j-- {
+				run[j], run[j-1] = run[j-1], run[j]
+			}
+		}
+	}
+	copy(ids, out)
+	return scratch
 }
 
 type idxRun struct {
@@ -170,11 +283,7 @@ type flushCursor struct {
 }
 
 func newFlushPlan(g *generation) *flushPlan {
-	p := &flushPlan{g: g, ids: make([]idPos, 0, len(g.ids)), idx: make([]idxRun, 0, len(g.streams)), heads: make([]string, 0, len(g.streams))}
-	for id, pos := range g.ids {
-		p.ids = append(p.ids, idPos{id, pos})
-	}
-	slices.SortFunc(p.ids, func(a, b idPos) int { return bytes.Compare(a.id[:], b.id[:]) })
+	p := &flushPlan{g: g, ids: g.sortedIDs(), idx: make([]idxRun, 0, len(g.streams)), heads: make([]string, 0, len(g.streams))}
 	for s, ms := range g.streams {
 		p.idx = append(p.idx, idxRun{prefix: streamPrefix(nil, s), ms: ms})
 		p.heads = append(p.heads, s)
@@ -194,8 +303,10 @@ func (p *flushPlan) step(b buckets, budget int, a *arena) (flushCursor, bool, er
 	c := p.done
 	for ; budget > 0 && c.ids < len(p.ids); c.ids, budget = c.ids+1, budget-1 {
 		e := &p.ids[c.ids]
-		if err := b.eventIDs.Put(e.id[:], a.pos(e.pos)); err != nil {
-			return c, false, fmt.Errorf("index event id %s: %w", e.id, err)
+		k := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(a.take(16), e.hi), e.lo)
+		a.commit(len(k))
+		if err := b.eventIDs.Put(k, a.pos(e.pos)); err != nil {
+			return c, false, fmt.Errorf("index event id %s: %w", e.id(), err)
 		}
 	}
 	for budget > 0 && c.idx < len(p.idx) {
@@ -234,9 +345,9 @@ func (p *flushPlan) step(b buckets, budget int, a *arena) (flushCursor, bool, er
 	return c, true, nil
 }
 
-// arena hands out byte slices that stay valid after later allocations: a
-// transaction's keys and values must outlive it, and published envelopes
-// alias their payload bytes. Memory is never reused, only dropped.
+// arena hands out byte slices that stay valid after later allocations: index
+// keys and values must outlive their transaction, and published envelopes
+// hold their payloads. Memory is never reused, only dropped.
 type arena struct{ buf []byte }
 
 const arenaChunk = 256 << 10
@@ -255,6 +366,16 @@ func (a *arena) take(n int) []byte {
 }
 
 func (a *arena) commit(n int) { a.buf = a.buf[:len(a.buf)+n] }
+
+// copy returns a copy of b in arena memory (never nil).
+func (a *arena) copy(b []byte) []byte {
+	c := append(a.take(len(b)), b...)
+	a.commit(len(c))
+	if c == nil {
+		c = []byte{}
+	}
+	return c
+}
 
 // pos returns BE64(p) in arena memory.
 func (a *arena) pos(p uint64) []byte {

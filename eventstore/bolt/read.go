@@ -364,16 +364,12 @@ func (s *Store) ForEachEventID(fn func(id eventstore.ID, position uint64) error)
 		if err != nil {
 			return err
 		}
-		mem := make([]idPos, 0, len(g.ids))
-		for id, p := range g.ids {
-			mem = append(mem, idPos{id, p})
-		}
-		slices.SortFunc(mem, func(a, b idPos) int { return bytes.Compare(a.id[:], b.id[:]) })
+		mem := g.sortedIDs()
 		c := b.eventIDs.Cursor()
 		k, v := c.First()
 		for i := 0; k != nil || i < len(mem); {
-			if k == nil || (i < len(mem) && bytes.Compare(mem[i].id[:], k) < 0) {
-				if err := fn(mem[i].id, mem[i].pos); err != nil {
+			if k == nil || (i < len(mem) && len(k) == 16 && mem[i].less(newIDPos(eventstore.ID(k), 0))) {
+				if err := fn(mem[i].id(), mem[i].pos); err != nil {
 					return err
 				}
 				i++

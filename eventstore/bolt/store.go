@@ -287,8 +287,8 @@ func (s *Store) load() error {
 // buildFilters fills the key filters from the index buckets and the tail.
 // It reads every key of event_ids and streams once.
 func (s *Store) buildFilters(b buckets, st logState) error {
-	s.idFilter = newKeyFilter(int(st.head.Position))
-	s.streamFilter = newKeyFilter(int(st.head.Position / 8))
+	s.idFilter = newKeyFilter(int(st.head.Position), minIDFilterKeys)
+	s.streamFilter = newKeyFilter(int(st.head.Position/8), minFilterKeys)
 	c := b.eventIDs.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		s.idFilter.add(s.idFilter.hashBytes(k))
@@ -297,7 +297,8 @@ func (s *Store) buildFilters(b buckets, st logState) error {
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		s.streamFilter.add(s.streamFilter.hashBytes(k))
 	}
-	for id := range s.tail.active.ids {
+	for _, e := range s.tail.active.ids {
+		id := e.id()
 		s.idFilter.add(s.idFilter.hashBytes(id[:]))
 	}
 	for stream := range s.tail.active.streams {
@@ -470,9 +471,13 @@ func (s *Store) submit(ctx context.Context, p *pending) error {
 	}
 	select {
 	case s.reqs <- p:
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return ctx.Err()
+	default: // the queue is full: wait for room or the context
+		select {
+		case s.reqs <- p:
+		case <-ctx.Done():
+			s.closeMu.RUnlock()
+			return ctx.Err()
+		}
 	}
 	s.closeMu.RUnlock()
 	<-p.done

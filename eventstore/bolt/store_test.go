@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -395,5 +396,78 @@ func TestReadsAfterClose(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close() = %v", err)
+	}
+}
+
+// TestIntermittentCommitFailures: while commits fail now and then under
+// concurrent load, every append either fails with the commit error and wrote
+// nothing, or succeeded at the position it was told, including the appends
+// staged on top of a failed batch and staged again. Retries with the same
+// event ids complete every stream with contiguous versions.
+func TestIntermittentCommitFailures(t *testing.T) {
+	opts := testOptions()
+	opts.IndexGeneration = 64 // index chunks ride along, and fail too
+	s := openTemp(t, opts)
+	ctx := context.Background()
+	injected := errors.New("injected")
+	var commits atomic.Int64
+	s.SetBeforeCommit(func() error {
+		// A slow commit lets the next batch gather on top of it.
+		time.Sleep(200 * time.Microsecond)
+		if commits.Add(1)%3 == 0 {
+			return injected
+		}
+		return nil
+	})
+	// Enough appenders for batches above inlineCommitEvents: the writer
+	// commits them while the next batch is staged on top.
+	const appenders, each = 96, 20
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	for a := 0; a < appenders; a++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := fmt.Sprintf("s-%d", a)
+			for v := uint64(0); v < each; {
+				e := evs(1, stream)
+				for {
+					res, err := s.Append(ctx, stream, eventstore.Exact(v), e)
+					if errors.Is(err, injected) {
+						failures.Add(1)
+						continue // retry the same event
+					}
+					if err != nil || res.Version != v+1 || res.Duplicate {
+						t.Errorf("Append(%s, %d) = %+v, %v", stream, v, res, err)
+						return
+					}
+					got, err := s.ReadAll(ctx, res.FirstPosition, 1)
+					if err != nil || len(got) != 1 || got[0].EventID != e[0].ID || got[0].StreamVersion != v+1 {
+						t.Errorf("ReadAll(%d) after Append(%s, %d) = %+v, %v", res.FirstPosition, stream, v, got, err)
+						return
+					}
+					break
+				}
+				v++
+			}
+		}()
+	}
+	wg.Wait()
+	s.SetBeforeCommit(nil)
+	if failures.Load() == 0 {
+		t.Fatal("no append failed: the hook did not inject failures")
+	}
+	for a := 0; a < appenders; a++ {
+		stream := fmt.Sprintf("s-%d", a)
+		got, err := s.ReadStream(ctx, stream, 1, 2*each)
+		if err != nil || len(got) != each {
+			t.Fatalf("ReadStream(%s) = %d events, %v; want %d", stream, len(got), err, each)
+		}
+	}
+	if h, _ := s.Head(ctx); h.Position != appenders*each {
+		t.Fatalf("Head() = %+v, want position %d: failed commits left events", h, appenders*each)
+	}
+	if err := checkLog(s); err != nil {
+		t.Fatal(err)
 	}
 }
