@@ -828,7 +828,7 @@ func (s *Store) connectCommitter(ctx context.Context) error {
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", committerLockKey).Scan(&locked); err != nil {
 		return fail(fmt.Errorf("connect committer: take lock: %w", err))
 	}
-	if !locked {
+	if !locked && !s.reclaimLock(ctx, conn) {
 		return fail(fmt.Errorf("%w (%s)", ErrLockHeld, describeHolder(ctx, conn)))
 	}
 	head, err := s.readHead(ctx, conn)
@@ -870,5 +870,47 @@ func (s *Store) dropConn() {
 	defer cancel()
 	_ = s.conn.Close(ctx)
 	s.conn = nil
+	s.prevPID.Store(s.leaderPID.Load())
 	s.leaderPID.Store(0)
+}
+
+// reclaimLock takes the committer lock from this store's own previous
+// session: after a lost connection the server may not have noticed yet that
+// the old backend's client is gone, and that backend still holds the lock.
+// Only that backend is ended, never another process's committer.
+func (s *Store) reclaimLock(ctx context.Context, conn *pgx.Conn) bool {
+	prev := s.prevPID.Load()
+	if prev == 0 {
+		return false
+	}
+	var holder uint32
+	err := conn.QueryRow(ctx, `SELECT l.pid FROM pg_locks l
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid`,
+		committerLockKey>>32, committerLockKey&0xffffffff).Scan(&holder)
+	if err != nil || holder != prev {
+		return false
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", int32(prev)); err != nil {
+		return false
+	}
+	for i := 0; i < 50; i++ {
+		var locked bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", committerLockKey).Scan(&locked); err != nil {
+			return false
+		}
+		if locked {
+			s.opts.Logger.Info("eventstore/postgres: took the committer lock back from the lost session", "old_backend_pid", prev)
+			return true
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+	return false
 }

@@ -171,6 +171,7 @@ type Store struct {
 	prevBatch int // requests in the previous batch
 
 	leaderPID       atomic.Uint32 // backend pid of conn, 0 when none
+	prevPID         atomic.Uint32 // backend pid of the last committer session, for reclaimLock
 	commits         atomic.Uint64 // committed transactions that held events
 	committedEvents atomic.Uint64
 	committerDone   chan struct{}
