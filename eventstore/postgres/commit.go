@@ -883,19 +883,26 @@ func (s *Store) reclaimLock(ctx context.Context, conn *pgx.Conn) bool {
 	if prev == 0 {
 		return false
 	}
-	var holder uint32
-	err := conn.QueryRow(ctx, `SELECT l.pid FROM pg_locks l
-		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid`,
-		committerLockKey>>32, committerLockKey&0xffffffff).Scan(&holder)
-	if err != nil || holder != prev {
-		return false
-	}
-	if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", int32(prev)); err != nil {
-		return false
-	}
-	for i := 0; i < 50; i++ {
+	terminated := false
+	for i := 0; i < 100; i++ {
+		var holder uint32
+		err := conn.QueryRow(ctx, `SELECT l.pid FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid`,
+			committerLockKey>>32, committerLockKey&0xffffffff).Scan(&holder)
+		switch {
+		case err != nil && !errors.Is(err, pgx.ErrNoRows):
+			return false
+		case err == nil && holder != prev:
+			return false // another process's committer: never touched
+		case err == nil && !terminated:
+			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", int32(prev)); err != nil {
+				return false
+			}
+			terminated = true
+		}
+		// No holder (the old session is gone), or ours on its way out.
 		var locked bool
 		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", committerLockKey).Scan(&locked); err != nil {
 			return false
