@@ -710,6 +710,9 @@ func (b *batchBuffers) write(ctx context.Context, tx pgx.Tx, staged []eventstore
 	buf = append(buf, 0xff, 0xff) // trailer: field count -1
 	b.copyBuf = buf
 	if _, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(buf), sqlCopy); err != nil {
+		// pgx may still be reading buf on its own goroutine when a broken
+		// connection fails the copy: never reuse it.
+		b.copyBuf = nil
 		return fmt.Errorf("copy events: %w", err)
 	}
 	if cap(b.copyBuf) > 64<<20 {
