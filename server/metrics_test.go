@@ -21,7 +21,11 @@ func TestMetrics(t *testing.T) {
 	defer sub.sub.Close()
 	startAgent(t, srv, "m1")
 	res := srv.Core().Submit(srv.ctx, "alice", []core.SubmitRequest{{Spec: domain.JobSpec{Name: "m", Script: "true"}}})
-	waitEvent(t, srv.ctx, sub, domain.TypeJobSucceeded, domain.JobStream(res[0].JobID))
+	done := waitEvent(t, srv.ctx, sub, domain.TypeJobSucceeded, domain.JobStream(res[0].JobID))
+	// The read models behind /metrics apply it a moment after it commits.
+	if err := srv.Core().WaitFor(srv.ctx, done.Position); err != nil {
+		t.Fatal(err)
+	}
 
 	resp, err := http.Get("http://" + srv.HTTPAddr() + "/metrics")
 	if err != nil {
