@@ -330,6 +330,11 @@ func (d *decoder) bytes(field string, max int) []byte {
 		d.err = fmt.Errorf("%s: bad length", field)
 		return nil
 	}
+	if k != uvarintLen(n) {
+		// Only the shortest form is valid, so one envelope has one encoding.
+		d.err = fmt.Errorf("%s: length not minimally encoded", field)
+		return nil
+	}
 	if n > uint64(max) {
 		d.err = fmt.Errorf("%s: length %d exceeds %d", field, n, max)
 		return nil
@@ -344,4 +349,10 @@ func (d *decoder) str(field string, max int) string {
 		d.err = fmt.Errorf("%s: not valid UTF-8", field)
 	}
 	return string(p)
+}
+
+// uvarintLen is the length of the shortest uvarint encoding of n.
+func uvarintLen(n uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], n)
 }
