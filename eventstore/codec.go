@@ -178,6 +178,9 @@ func unmarshalPayload(b []byte, v any) error {
 // DecodeFields decodes a payload into a generic map, for tools that show
 // events of types this binary does not know.
 func DecodeFields(payload []byte) (map[string]any, error) {
+	if err := checkPayload(payload); err != nil {
+		return nil, err
+	}
 	var m map[string]any
 	if err := unmarshalPayload(payload, &m); err != nil {
 		return nil, err
