@@ -22,6 +22,14 @@ const MinSecretLen = 6
 // Marker replaces each run of masked bytes.
 const Marker = "[MASKED]"
 
+// prefixLen bounds the automaton's patterns: it holds each needle's first
+// prefixLen bytes and finds candidates, which process confirms with
+// bytes.Index. Building it takes time and memory that grow much faster than
+// the patterns' length (about 2 minutes and 200 MB for the 49 KB of forms of
+// a 2.5 KB secret), so whole needles would let one long secret, a PEM key
+// say, stall the agent.
+const prefixLen = 32
+
 // ErrShortSecret is matched (errors.Is) by a *ShortSecretError.
 var ErrShortSecret = errors.New("secret shorter than the minimum")
 
@@ -44,10 +52,11 @@ func (e *ShortSecretError) Is(target error) bool { return target == ErrShortSecr
 // Masker masks one output stream. Build it with New; the zero value masks
 // nothing.
 type Masker struct {
-	matcher *ahocorasick.Matcher
-	needles [][]byte  // every registered form, sorted, unique
-	first   [256]bool // first bytes of needles
-	maxLen  int
+	matcher  *ahocorasick.Matcher
+	byPrefix [][]int   // matcher's dictionary index -> the needles starting with that prefix
+	needles  [][]byte  // every registered form, sorted, unique
+	first    [256]bool // first bytes of needles
+	maxLen   int
 
 	buf     []byte // held bytes (front) + the write being processed
 	base    int64  // stream offset of buf[0]
@@ -90,12 +99,23 @@ func newFromForms(set map[string]bool) *Masker {
 	}
 	sort.Strings(forms)
 	m.needles = make([][]byte, len(forms))
+	prefixes := map[string]int{}
+	var dict [][]byte
 	for i, f := range forms {
 		m.needles[i] = []byte(f)
 		m.first[f[0]] = true
 		m.maxLen = max(m.maxLen, len(f))
+		p := f[:min(len(f), prefixLen)]
+		k, ok := prefixes[p]
+		if !ok {
+			k = len(dict)
+			prefixes[p] = k
+			dict = append(dict, []byte(p))
+			m.byPrefix = append(m.byPrefix, nil)
+		}
+		m.byPrefix[k] = append(m.byPrefix[k], i)
 	}
-	m.matcher = ahocorasick.NewMatcher(m.needles)
+	m.matcher = ahocorasick.NewMatcher(dict)
 	return m
 }
 
@@ -205,18 +225,20 @@ func (m *Masker) process(dst []byte, final bool) []byte {
 		rs = append(rs, span{0, int(m.maskEnd - m.base)})
 	}
 	for _, h := range m.matcher.Match(buf) {
-		if h < 0 || h >= len(m.needles) {
+		if h < 0 || h >= len(m.byPrefix) {
 			continue
 		}
-		needle := m.needles[h]
-		for i := 0; i+len(needle) <= n; {
-			j := bytes.Index(buf[i:], needle)
-			if j < 0 {
-				break
+		for _, k := range m.byPrefix[h] {
+			needle := m.needles[k]
+			for i := 0; i+len(needle) <= n; {
+				j := bytes.Index(buf[i:], needle)
+				if j < 0 {
+					break
+				}
+				s := i + j
+				rs = append(rs, span{s, s + len(needle)})
+				i = s + 1
 			}
-			s := i + j
-			rs = append(rs, span{s, s + len(needle)})
-			i = s + 1
 		}
 	}
 	if len(rs) > 1 {

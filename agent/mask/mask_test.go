@@ -285,3 +285,23 @@ func BenchmarkMask(b *testing.B) {
 	})
 	b.Run("1secret-32k", func(b *testing.B) { benchMask(b, map[string]string{"S": "s3cr3t-T0ken-value"}, 32768) })
 }
+
+// A long secret (a PEM key, say) is masked whole, also split across
+// chunks, and building its masker is cheap (the automaton holds only
+// prefixes: FuzzMask/ee645561533641bd once took minutes in New).
+func TestLongSecret(t *testing.T) {
+	key := "-----BEGIN PRIVATE KEY-----\n" + strings.Repeat(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xa7, 0x1c, 0x3e}, 16))+"\n", 50) + "-----END PRIVATE KEY-----"
+	m := mustNew(t, map[string]string{"KEY": key})
+	pty := strings.ReplaceAll(key, "\n", "\r\n")
+	in := []byte("before " + pty + " between " + url.QueryEscape(key) + " after")
+	want := "before " + Marker + " between " + Marker + " after"
+	for _, size := range []int{1, 7, 4096} {
+		var chunks [][]byte
+		for i := 0; i < len(in); i += size {
+			chunks = append(chunks, in[i:min(i+size, len(in))])
+		}
+		if got := maskChunks(t, m, chunks); string(got) != want {
+			t.Fatalf("Mask(long secret) in chunks of %d = %q, want %q", size, got, want)
+		}
+	}
+}
