@@ -4,12 +4,17 @@ GO    ?= go
 BIN   ?= bin
 PKGS  := ./...
 FUZZTIME ?= 30s
+DOCKER       ?= docker
+AGENT_IMAGE  ?= hodei-agent:dev
+SERVER_IMAGE ?= hodei-server:dev
+# Builds kube-apiserver + etcd into ~/.cache/hodei/k8s/<sha of its go.sum>/.
+K8S_BUILD := tools/k8s-apiserver/build.sh
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/hodei and a static, stripped bin/hodei-agent (prints its size)
@@ -17,6 +22,20 @@ build: ## build bin/hodei and a static, stripped bin/hodei-agent (prints its siz
 	$(GO) build -o $(BIN)/hodei ./cmd/hodei
 	CGO_ENABLED=0 $(GO) build -tags grpcnotrace -trimpath -ldflags "-s -w" -o $(BIN)/hodei-agent ./cmd/hodei-agent
 	@echo "hodei-agent (static, stripped): $$(stat -c %s $(BIN)/hodei-agent) bytes"
+
+.PHONY: image
+image: ## build the FROM scratch images AGENT_IMAGE (hodei-agent:dev) and SERVER_IMAGE (hodei-server:dev), offline
+	@set -euo pipefail; ctx=$$(mktemp -d); trap 'rm -rf "$$ctx"' EXIT; \
+	echo "go build (static) cmd/hodei-agent cmd/hodei"; \
+	CGO_ENABLED=0 $(GO) build -tags grpcnotrace -trimpath -ldflags "-s -w" -o "$$ctx/hodei-agent" ./cmd/hodei-agent; \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o "$$ctx/hodei" ./cmd/hodei; \
+	deploy/docker/context.sh agent "$$ctx/hodei-agent" "$$ctx/agent"; \
+	deploy/docker/context.sh server "$$ctx/hodei" "$$ctx/server"; \
+	echo "$(DOCKER) build $(AGENT_IMAGE) $(SERVER_IMAGE)"; \
+	$(DOCKER) build -q -t $(AGENT_IMAGE) "$$ctx/agent" >/dev/null; \
+	$(DOCKER) build -q -t $(SERVER_IMAGE) "$$ctx/server" >/dev/null; \
+	$(DOCKER) run --rm --network none --entrypoint /bin/sh $(AGENT_IMAGE) -c 'test -w "$$HODEI_WORK_DIR"'; \
+	for i in $(AGENT_IMAGE) $(SERVER_IMAGE); do echo "$$i: $$($(DOCKER) image inspect -f '{{.Size}}' $$i) bytes"; done
 
 .PHONY: run
 run: build ## start the server with a bbolt store in ./data
@@ -61,6 +80,10 @@ generate: ## regenerate protobuf code (Debian protoc 3.21 + plugins pinned in go
 check-generate: ## fail if committed generated code drifted from the .proto files
 	./hwp/hwppb/check.sh
 	@if [ -x api/jobpb/check.sh ]; then ./api/jobpb/check.sh; fi
+
+.PHONY: k8s-bins
+k8s-bins: ## build kube-apiserver + etcd once (cached), print their dir for HODEI_K8S_BIN
+	@$(K8S_BUILD)
 
 .PHONY: clean
 clean: ## remove build output

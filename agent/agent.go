@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -49,6 +51,15 @@ type Agent struct {
 	flushEvery  time.Duration
 	heartbeat   time.Duration
 	welcomed    chan struct{} // closed at the first Welcome
+
+	// The persisted identity (identity.go): key and client certificate
+	// (nil until the server signs one), the pinned CA fingerprint, and the
+	// directory they live in. persistMu orders writes of it.
+	key           *ecdsa.PrivateKey
+	cert          *tls.Certificate
+	caFingerprint string
+	idDir         string
+	persistMu     sync.Mutex
 }
 
 // New validates cfg and returns an Agent. It removes spool files left by an
@@ -66,7 +77,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.RemoveAll(filepath.Join(cfg.WorkDir, "spool")); err != nil {
 		return nil, fmt.Errorf("new agent: clear spool: %w", err)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:       cfg,
 		wake:      make(chan struct{}, 1),
 		jobs:      map[jobKey]*job{},
@@ -74,7 +85,53 @@ func New(cfg Config) (*Agent, error) {
 		inflight:  uint64(cfg.MaxInflightLog),
 		heartbeat: defaultHeartbeat,
 		welcomed:  make(chan struct{}),
-	}, nil
+		idDir:     filepath.Join(cfg.WorkDir, IdentityDir),
+	}
+	if err := a.loadIdentity(); err != nil {
+		return nil, fmt.Errorf("new agent: %w", err)
+	}
+	if d, ok := a.cfg.Dialer.(GRPCDialer); ok && d.TLS != nil {
+		// Present the client certificate the server signed (mutual TLS),
+		// always the current one: it is renewed over the stream.
+		d.TLS = d.TLS.Clone()
+		d.TLS.GetClientCertificate = a.getClientCertificate
+		a.cfg.Dialer = d
+	}
+	return a, nil
+}
+
+// loadIdentity reads the identity an earlier run persisted in WorkDir, or
+// starts one (a new key). An identity for another CA than the join token's
+// is set aside: the agent enrols with the new server.
+func (a *Agent) loadIdentity() error {
+	if err := os.MkdirAll(a.idDir, 0o700); err != nil {
+		return err
+	}
+	id, err := LoadIdentity(a.cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	if a.key, err = loadKey(a.idDir); err != nil {
+		return err
+	}
+	cert, err := loadCert(a.idDir, a.key)
+	if err != nil {
+		a.cfg.Logger.Warn("ignoring the saved client certificate", "err", err)
+		cert = nil
+	}
+	fp, ferr := JoinTokenFingerprint(a.cfg.Token)
+	if ferr == nil && id.CAFingerprint != "" && id.CAFingerprint != fp {
+		a.cfg.Logger.Info("the join token is for another server: enrolling anew", "saved_worker_id", id.WorkerID)
+		id, cert = Identity{}, nil
+	}
+	if ferr == nil {
+		id.CAFingerprint = fp
+	}
+	a.workerID, a.identity, a.identityExp, a.caFingerprint, a.cert = id.WorkerID, id.Token, id.TokenExpires, id.CAFingerprint, cert
+	if id.WorkerID != "" {
+		a.cfg.Logger.Info("loaded saved identity", "worker_id", id.WorkerID, "client_certificate", cert != nil)
+	}
+	return nil
 }
 
 // Welcomed is closed when the agent is first registered with the server.
@@ -244,13 +301,25 @@ func (a *Agent) exitReadyLocked() bool {
 	return (a.draining || a.stopping) && len(a.jobs) == 0
 }
 
+// dropIdentity forgets what the server refused, one step at a time, and
+// reports whether there was anything to forget (the agent then tries
+// again): first the identity token and client certificate (keeping the
+// worker id, so the server can record the replacement), then, with a join
+// token to enrol with, the worker id itself (the token may be another one
+// than the worker enrolled with, or the worker was revoked).
 func (a *Agent) dropIdentity() bool {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.identity == "" {
+	switch {
+	case a.identity != "" || a.cert != nil:
+		a.identity, a.identityExp, a.cert = "", time.Time{}, nil
+	case a.workerID != "" && a.cfg.Token != "":
+		a.workerID = ""
+	default:
+		a.mu.Unlock()
 		return false
 	}
-	a.identity = ""
+	a.mu.Unlock()
+	a.persistIdentity()
 	return true
 }
 
@@ -289,6 +358,13 @@ func (a *Agent) hello() *hwppb.Hello {
 		Arch:         runtime.GOARCH,
 	}
 	h.Hostname, _ = os.Hostname()
+	if a.key != nil && certDue(a.cert, a.cfg.Clock.Now()) {
+		if csr, err := certRequest(a.key); err == nil {
+			h.Csr = csr
+		} else {
+			a.cfg.Logger.Warn("no client certificate request", "err", err)
+		}
+	}
 	for _, j := range a.order {
 		rj := &hwppb.RunningJob{
 			JobId:       j.key.id,
@@ -323,6 +399,10 @@ func (a *Agent) welcome(w *hwppb.Welcome) error {
 		if e := w.GetIdentityExpiresAt(); e != nil && e.IsValid() {
 			a.identityExp = e.AsTime()
 		}
+	}
+	a.setCertLocked(w.GetClientCertificate())
+	if a.cert != nil && a.cert.Leaf.Subject.CommonName != a.workerID {
+		a.cert = nil // issued to the worker id we had before
 	}
 	a.heartbeat = defaultHeartbeat
 	if d := w.GetHeartbeatInterval(); d != nil && d.IsValid() && d.AsDuration() > 0 {
@@ -360,10 +440,17 @@ func (a *Agent) welcome(w *hwppb.Welcome) error {
 		j.startedSent = false
 		j.finishSent = false
 	}
+	return nil
+}
+
+// markWelcomed closes Welcomed at the first Welcome (once its identity is
+// saved).
+func (a *Agent) markWelcomed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	select {
 	case <-a.welcomed:
 	default:
 		close(a.welcomed)
 	}
-	return nil
 }

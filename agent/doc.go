@@ -13,6 +13,19 @@
 //	Drain(true)        the same after cancelling the running jobs
 //	cancel Run's ctx   cancel-all stop: SIGTERM, SIGKILL after grace, deliver within StopTimeout
 //
+// # Identity
+//
+// The agent enrols with a join token, whose last part pins the server's CA.
+// It sends a CSR for its own key (ECDSA P-256, made on first start) in Hello
+// and keeps what Welcome gives it, the worker id, an identity token and a
+// client certificate, in WorkDir/identity (0700; files 0600, written
+// atomically; see identity.go). It dials with that certificate (mutual TLS),
+// takes renewed tokens and certificates from TokenRefresh, and asks for a new
+// certificate (a CSR in Hello) in the last third of its life. Restarted with
+// no join token, it trusts the saved CA fingerprint and reconnects as the same
+// worker with its certificate. A refused identity is dropped and the join
+// token tried once more; a token for another CA starts a fresh identity.
+//
 // # Jobs
 //
 // Each attempt runs as Shell + script (default /bin/sh -c) in a PTY, in its

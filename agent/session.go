@@ -66,6 +66,8 @@ func (a *Agent) session(ctx context.Context) (welcomed bool, err error) {
 		if err := a.welcome(m.Welcome); err != nil {
 			return false, err
 		}
+		a.persistIdentity()
+		a.markWelcomed()
 	case *hwppb.ServerMessage_Refused:
 		return false, &RefusedError{Code: m.Refused.GetCode(), Message: m.Refused.GetMessage()}
 	default:
@@ -148,7 +150,9 @@ func (a *Agent) receive(s *session, st Stream) error {
 				if e := x.TokenRefresh.GetExpiresAt(); e != nil && e.IsValid() {
 					a.identityExp = e.AsTime()
 				}
+				a.setCertLocked(x.TokenRefresh.GetClientCertificate())
 				a.mu.Unlock()
+				a.persistIdentity()
 			}
 		case *hwppb.ServerMessage_LogAck:
 			a.logAck(x.LogAck)

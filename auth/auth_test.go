@@ -335,3 +335,55 @@ func FuzzVerifyIdentity(f *testing.F) {
 		}
 	})
 }
+
+func TestRevokeWorker(t *testing.T) {
+	s, _, dir := open(t)
+	jt, tok, err := s.CreateJoin(strings.Repeat("f", 64), "", time.Hour, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Join(jt.String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"w-1", "w-2"} {
+		if err := s.Enrolled(tok.ID, w, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, revoked, err := s.WorkerRevocation("w-1"); err != nil || revoked {
+		t.Fatal("WorkerRevocation(w-1) before revoking = revoked")
+	}
+	if err := s.RevokeWorker("w-1", "ops", "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeWorker("w-1", "eve", "again"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeWorker("bad id", "ops", ""); err == nil {
+		t.Fatal("RevokeWorker(bad id) = nil, want an error")
+	}
+	// Another process sees it; the first record stands; tokens are kept.
+	other, err := auth.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by, reason, revoked, err := other.WorkerRevocation("w-1"); err != nil || !revoked || by != "ops" || reason != "stolen" {
+		t.Fatalf("WorkerRevocation(w-1) = %q %q %v, want ops stolen true", by, reason, revoked)
+	}
+	if other.WorkerRevoked("w-2") {
+		t.Fatal("WorkerRevoked(w-2) = true, want only w-1 revoked")
+	}
+	if ts, err := other.List(); err != nil || len(ts) != 1 || ts[0].Uses() != 2 {
+		t.Fatalf("List() after revoking a worker = %+v, %v", ts, err)
+	}
+	// Revoking the join token revokes the workers it admitted.
+	if err := s.Revoke(tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if by, reason, revoked, err := other.WorkerRevocation("w-2"); err != nil || !revoked || by == "" || !strings.Contains(reason, tok.ID) {
+		t.Fatalf("WorkerRevocation(w-2) after revoking its token = %q %q %v", by, reason, revoked)
+	}
+	if rs, err := other.RevokedWorkers(); err != nil || len(rs) != 1 || rs[0].WorkerID != "w-1" {
+		t.Fatalf("RevokedWorkers() = %+v, %v", rs, err)
+	}
+}

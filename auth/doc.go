@@ -23,6 +23,11 @@
 // always enrols a new worker, so a copied join token can never report on
 // another worker's jobs.
 //
+// Worker revocations (`hodei worker revoke`, RevokeWorker) are kept in the
+// same file; the server cuts a revoked worker's stream within one heartbeat
+// interval, records worker.identity_revoked in the event log, and refuses
+// its certificate and tokens from then on.
+//
 // Only SHA-256 of a secret is stored. Creating, using and revoking a token
 // is recorded on the token's entry (created_at, enrolled workers with their
 // times, revoked_at): this store, not the domain event log, is the audit

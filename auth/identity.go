@@ -122,23 +122,71 @@ func (ids *Identities) Verify(token string) (string, time.Time, error) {
 	return c.Sub, exp, nil
 }
 
-// WorkerRevoked reports whether workerID enrolled with a join token that has
-// since been revoked: revoking a join token revokes the identities of the
-// workers it admitted.
+// WorkerRevoked reports whether workerID's identity is revoked in the store
+// (WorkerRevocation). An unreadable store revokes everyone (fail closed).
 func (s *Store) WorkerRevoked(workerID string) bool {
+	_, _, revoked, err := s.WorkerRevocation(workerID)
+	return revoked || err != nil
+}
+
+// WorkerRevocation reports whether workerID's identity is revoked in the
+// store, by whom and why: revoked directly (RevokeWorker), or enrolled with
+// a join token that has since been revoked (revoking a join token revokes the
+// identities of the workers it admitted). An error means the store could not
+// be read: callers refuse the worker for now, but must not record it as
+// revoked.
+func (s *Store) WorkerRevocation(workerID string) (by, reason string, revoked bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, err := s.load()
 	if err != nil {
-		return true // fail closed: an unreadable store admits nobody
+		return "", "", false, fmt.Errorf("check revocation of worker %s: %w", workerID, err)
+	}
+	if r, ok := s.workers[workerID]; ok {
+		return r.By, r.Reason, true, nil
 	}
 	for _, t := range m {
 		if t.Kind == KindJoin && !t.RevokedAt.IsZero() &&
 			slices.ContainsFunc(t.Enrolled, func(e Enrolment) bool { return e.WorkerID == workerID }) {
-			return true
+			return "admin", "join token " + t.ID + " was revoked", true, nil
 		}
 	}
-	return false
+	return "", "", false, nil
+}
+
+// RevokeWorker revokes workerID's identity for good: a connected agent is cut
+// within one heartbeat interval, and its certificate and identity tokens are
+// refused from then on. by names who revoked it. A repeat keeps the first
+// record.
+func (s *Store) RevokeWorker(workerID, by, reason string) error {
+	if workerID == "" || strings.ContainsAny(workerID, " \t\n/:") || len(workerID) > 128 {
+		return fmt.Errorf("revoke worker %q: not a worker id", workerID)
+	}
+	err := s.updateAll(func(_ map[string]Token, wm map[string]WorkerRevocation) error {
+		if _, ok := wm[workerID]; !ok {
+			wm[workerID] = WorkerRevocation{WorkerID: workerID, By: by, Reason: reason, At: s.now().UTC()}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("revoke worker %s: %w", workerID, err)
+	}
+	return nil
+}
+
+// RevokedWorkers returns the worker revocations, oldest first.
+func (s *Store) RevokedWorkers() ([]WorkerRevocation, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.load(); err != nil {
+		return nil, err
+	}
+	out := make([]WorkerRevocation, 0, len(s.workers))
+	for _, r := range s.workers {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b WorkerRevocation) int { return a.At.Compare(b.At) })
+	return out, nil
 }
 
 // RenewWindow is how long before expiry Renew replaces an identity token.

@@ -100,9 +100,20 @@ type Store struct {
 	dir string
 	now func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]Token
-	stamp fileStamp
+	mu      sync.Mutex
+	cache   map[string]Token
+	workers map[string]WorkerRevocation // with cache
+	stamp   fileStamp
+}
+
+// WorkerRevocation records that a worker's identity was revoked (`hodei
+// worker revoke`): the server cuts its stream and refuses its certificate and
+// identity tokens, and records worker.identity_revoked in the event log.
+type WorkerRevocation struct {
+	WorkerID string    `json:"worker_id"`
+	By       string    `json:"by"`
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 type fileStamp struct {
@@ -123,7 +134,8 @@ func Open(dir string, now func() time.Time) (*Store, error) {
 }
 
 type fileForm struct {
-	Tokens []Token `json:"tokens"`
+	Tokens         []Token            `json:"tokens"`
+	RevokedWorkers []WorkerRevocation `json:"revoked_workers,omitempty"`
 }
 
 // load returns the tokens, re-reading the file only when it changed.
@@ -132,7 +144,7 @@ func (s *Store) load() (map[string]Token, error) {
 	p := filepath.Join(s.dir, TokensFile)
 	fi, err := os.Stat(p)
 	if errors.Is(err, os.ErrNotExist) {
-		s.cache, s.stamp = map[string]Token{}, fileStamp{}
+		s.cache, s.workers, s.stamp = map[string]Token{}, map[string]WorkerRevocation{}, fileStamp{}
 		return s.cache, nil
 	}
 	if err != nil {
@@ -154,13 +166,22 @@ func (s *Store) load() (map[string]Token, error) {
 	for _, t := range f.Tokens {
 		m[t.ID] = t
 	}
-	s.cache, s.stamp = m, st
+	wm := make(map[string]WorkerRevocation, len(f.RevokedWorkers))
+	for _, r := range f.RevokedWorkers {
+		wm[r.WorkerID] = r
+	}
+	s.cache, s.workers, s.stamp = m, wm, st
 	return m, nil
 }
 
 // update runs fn on the tokens under the cross-process lock and writes the
 // result when fn returns nil.
 func (s *Store) update(fn func(map[string]Token) error) error {
+	return s.updateAll(func(m map[string]Token, _ map[string]WorkerRevocation) error { return fn(m) })
+}
+
+// updateAll is update with the worker revocations too.
+func (s *Store) updateAll(fn func(map[string]Token, map[string]WorkerRevocation) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lf, err := os.OpenFile(filepath.Join(s.dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
@@ -181,7 +202,11 @@ func (s *Store) update(fn func(map[string]Token) error) error {
 	for k, v := range cur {
 		m[k] = v
 	}
-	if err := fn(m); err != nil {
+	wm := make(map[string]WorkerRevocation, len(s.workers))
+	for k, v := range s.workers {
+		wm[k] = v
+	}
+	if err := fn(m, wm); err != nil {
 		return err
 	}
 	f := fileForm{Tokens: make([]Token, 0, len(m))}
@@ -189,6 +214,15 @@ func (s *Store) update(fn func(map[string]Token) error) error {
 		f.Tokens = append(f.Tokens, t)
 	}
 	slices.SortFunc(f.Tokens, func(a, b Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	for _, r := range wm {
+		f.RevokedWorkers = append(f.RevokedWorkers, r)
+	}
+	slices.SortFunc(f.RevokedWorkers, func(a, b WorkerRevocation) int {
+		if c := a.At.Compare(b.At); c != 0 {
+			return c
+		}
+		return strings.Compare(a.WorkerID, b.WorkerID)
+	})
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save tokens: %w", err)

@@ -36,8 +36,11 @@ type MixedLogConfig struct {
 // (re-queued and run again elsewhere) and reconnects; some jobs are cancelled
 // while queued or while running; some time out (reported by the agent, or
 // enforced by the server); every ten rounds a worker drains and resumes, and
-// every fifty one is deregistered and replaced. The log ends wherever
-// cfg.Events falls, usually with jobs still running, as a live log does.
+// every fifty one is revoked, deregistered and replaced by a provider's
+// instance; every ten a worker's identity is renewed and a provider starts
+// an instance that is not needed after all, or (every twenty) fails. The
+// log ends wherever cfg.Events falls, usually with jobs still running, as a
+// live log does.
 // Only the event ids are random.
 func WriteMixedLog(ctx context.Context, store eventstore.Store, cfg MixedLogConfig) error {
 	if cfg.Events <= 0 {
@@ -110,7 +113,46 @@ func (g *mixedGen) addWorker() error {
 	n := g.nextW
 	g.nextW++
 	g.roster = append(g.roster, id)
-	return g.worker(id, domain.Register{WorkerID: id, Info: mixedWorkerInfo(id, n), At: g.at()}, "agent:"+id)
+	if err := g.worker(id, domain.Register{WorkerID: id, Info: mixedWorkerInfo(id, n), At: g.at()}, "agent:"+id); err != nil {
+		return err
+	}
+	return g.worker(id, domain.Enrol{TokenID: fmt.Sprintf("%016x", n), Cert: mixedCert(n, g.at()),
+		IdentityExpiresAt: g.at().Add(15 * time.Minute), At: g.at()}, "system:identity")
+}
+
+func mixedCert(n int, at time.Time) domain.CertRef {
+	return domain.CertRef{Serial: fmt.Sprintf("%x", 0x1000+n), Fingerprint: fmt.Sprintf("%064x", n), NotAfter: at.Add(24 * time.Hour)}
+}
+
+// instance runs one provider instance command if the log has room.
+func (g *mixedGen) instance(id string, cmd domain.InstanceCommand) error {
+	if g.left() <= 0 {
+		return nil
+	}
+	res, err := g.h.Instance(g.ctx, id, cmd, command.Meta{Actor: "system:provider:docker"})
+	if err != nil {
+		return fmt.Errorf("write mixed log: instance %s %s: %w", id, cmd.CommandName(), err)
+	}
+	g.written += len(res.Events)
+	return nil
+}
+
+// provision is a provider's round: an instance that starts and is not
+// needed after all, or one whose image is missing.
+func (g *mixedGen) provision(round int) error {
+	id := fmt.Sprintf("docker-%04x", round)
+	req := domain.RequestInstance{InstanceID: id, Provider: "docker", Driver: "docker", Jobs: []string{fmt.Sprintf("j%08d", round*g.cfg.JobsPerRound)},
+		Reason: "1 queued job(s) match pool=docker and no connected agent can take them", At: g.at()}
+	if err := g.instance(id, req); err != nil || g.left() <= 0 {
+		return err
+	}
+	if round%20 == 6 {
+		return g.instance(id, domain.FailInstance{Reason: "start: image hodei-agent:dev not found in the local engine", At: g.at()})
+	}
+	if err := g.instance(id, domain.MarkInstanceStarted{Handle: fmt.Sprintf("%012x", round), At: g.at()}); err != nil || g.left() <= 0 {
+		return err
+	}
+	return g.instance(id, domain.TerminateInstance{Reason: "not needed any more: no job waits for it", At: g.at()})
 }
 
 func (g *mixedGen) run() error {
@@ -201,14 +243,42 @@ func (g *mixedGen) round(round int) error {
 			return err
 		}
 	}
+	if round%10 == 7 {
+		w := g.roster[round%len(g.roster)]
+		if err := g.worker(w, domain.RenewIdentity{Cert: mixedCert(round, g.at()), IdentityExpiresAt: g.at().Add(15 * time.Minute),
+			At: g.at()}, "system:identity"); err != nil {
+			return err
+		}
+	}
+	if round%10 == 6 {
+		if err := g.provision(round); err != nil {
+			return err
+		}
+	}
 	if round%50 == 49 && g.left() > 0 {
+		// A worker is revoked and leaves; a provider starts its
+		// replacement.
 		i := (round / 50) % nw
 		old := g.roster[i]
+		if err := g.worker(old, domain.RevokeIdentity{By: "user:ops", Reason: "host retired", At: g.at()}, "user:ops"); err != nil {
+			return err
+		}
 		if err := g.worker(old, domain.Deregister{Reason: "scaled down", At: g.at()}, "system:autoscaler"); err != nil {
 			return err
 		}
 		g.roster = append(g.roster[:i:i], g.roster[i+1:]...)
+		inst := fmt.Sprintf("docker-r%04x", round)
+		if err := g.instance(inst, domain.RequestInstance{InstanceID: inst, Provider: "docker", Driver: "docker",
+			Reason: "replacing " + old, At: g.at()}); err != nil {
+			return err
+		}
+		if err := g.instance(inst, domain.MarkInstanceStarted{Handle: fmt.Sprintf("r%011x", round), At: g.at()}); err != nil {
+			return err
+		}
 		if err := g.addWorker(); err != nil {
+			return err
+		}
+		if err := g.instance(inst, domain.MarkInstanceConnected{WorkerID: g.roster[len(g.roster)-1], At: g.at()}); err != nil {
 			return err
 		}
 	}

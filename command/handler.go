@@ -40,6 +40,7 @@ type Handler struct {
 	opts    Options
 	jobs    *repo[domain.Job, domain.JobCommand]
 	workers *repo[domain.Worker, domain.WorkerCommand]
+	insts   *repo[domain.Instance, domain.InstanceCommand]
 }
 
 // New returns a handler over store; codec must know every domain event.
@@ -56,6 +57,7 @@ func New(store eventstore.Store, codec *eventstore.Codec, opts Options) *Handler
 	h := &Handler{store: store, codec: codec, opts: opts}
 	h.jobs = newRepo[domain.Job, domain.JobCommand](h, domain.JobStream, opts.CacheSize)
 	h.workers = newRepo[domain.Worker, domain.WorkerCommand](h, domain.WorkerStream, opts.CacheSize)
+	h.insts = newRepo[domain.Instance, domain.InstanceCommand](h, domain.InstanceStream, 256)
 	return h
 }
 
@@ -83,6 +85,11 @@ func (h *Handler) Job(ctx context.Context, id string, cmd domain.JobCommand, met
 // Worker runs cmd against worker id.
 func (h *Handler) Worker(ctx context.Context, id string, cmd domain.WorkerCommand, meta Meta) (Result[domain.Worker], error) {
 	return h.workers.run(ctx, id, cmd, meta)
+}
+
+// Instance runs cmd against provisioned instance id.
+func (h *Handler) Instance(ctx context.Context, id string, cmd domain.InstanceCommand, meta Meta) (Result[domain.Instance], error) {
+	return h.insts.run(ctx, id, cmd, meta)
 }
 
 // LoadJob returns job id's current state (zero state when it does not

@@ -105,21 +105,25 @@ func (c *Config) defaults() {
 
 // Core is the running orchestrator. Create it with New, then Run it.
 type Core struct {
-	cfg      Config
-	store    eventstore.Store
-	codec    *eventstore.Codec
-	cmd      *command.Handler
-	jobs     *projections.Jobs
-	workers  *projections.Workers
-	runner   *projections.Runner
-	sched    *scheduler.Scheduler
-	log      *slog.Logger
-	started  time.Time
-	stopping chan struct{}
+	cfg       Config
+	store     eventstore.Store
+	codec     *eventstore.Codec
+	cmd       *command.Handler
+	jobs      *projections.Jobs
+	workers   *projections.Workers
+	instances *projections.Instances
+	runner    *projections.Runner
+	sched     *scheduler.Scheduler
+	log       *slog.Logger
+	started   time.Time
+	stopping  chan struct{}
 
 	mu       sync.Mutex
 	sessions map[string]*session  // worker id -> connected agent
 	gone     map[string]time.Time // worker id -> last heard of, since its stream closed
+
+	qmu    sync.Mutex
+	queued map[string]struct{} // queued job ids, for PendingJobs
 }
 
 // session is one connected agent.
@@ -138,22 +142,24 @@ func New(store eventstore.Store, cfg Config) (*Core, error) {
 	}
 	codec := command.NewCodec()
 	c := &Core{
-		cfg:      cfg,
-		store:    store,
-		codec:    codec,
-		cmd:      command.New(store, codec, command.Options{Clock: cfg.Clock}),
-		jobs:     projections.NewJobs(),
-		workers:  projections.NewWorkers(),
-		sched:    sched,
-		log:      cfg.Logger,
-		stopping: make(chan struct{}),
-		sessions: map[string]*session{},
-		gone:     map[string]time.Time{},
+		cfg:       cfg,
+		store:     store,
+		codec:     codec,
+		cmd:       command.New(store, codec, command.Options{Clock: cfg.Clock}),
+		jobs:      projections.NewJobs(),
+		workers:   projections.NewWorkers(),
+		instances: projections.NewInstances(),
+		queued:    map[string]struct{}{},
+		sched:     sched,
+		log:       cfg.Logger,
+		stopping:  make(chan struct{}),
+		sessions:  map[string]*session{},
+		gone:      map[string]time.Time{},
 	}
 	c.runner, err = projections.NewRunner(store, codec, projections.RunnerOptions{
 		SnapshotDir: cfg.SnapshotDir,
 		Observe:     c.observe,
-	}, c.jobs, c.workers)
+	}, c.jobs, c.workers, c.instances)
 	if err != nil {
 		return nil, fmt.Errorf("new core: %w", err)
 	}
@@ -223,6 +229,7 @@ func (c *Core) seed() error {
 		switch {
 		case v.Status == domain.JobStatusQueued && !v.CancelRequested:
 			queued = append(queued, c.schedJobFromView(v))
+			c.trackQueue(v.ID, true)
 		case v.Status.Active():
 			err := c.sched.Reserve(now, scheduler.Reservation{JobID: v.ID, Attempt: v.Attempt, Queue: v.Queue,
 				WorkerID: v.Worker, Resources: scheduler.Resources(v.Resources), PlacedAt: v.ScheduledAt})

@@ -19,6 +19,7 @@ func (c *Core) observe(env *eventstore.Envelope, ev eventstore.Event) {
 	now := c.now()
 	switch e := ev.(type) {
 	case domain.JobSubmitted:
+		c.trackQueue(e.JobID, true)
 		if err := c.sched.Submit(now, schedJob(e.JobID, 1, e.Spec, e.At)); err != nil && !errors.Is(err, scheduler.ErrDuplicate) {
 			c.log.Error("queue submitted job", "job", e.JobID, "err", err)
 		}
@@ -26,6 +27,7 @@ func (c *Core) observe(env *eventstore.Envelope, ev eventstore.Event) {
 		if v, ok := c.jobs.Get(e.JobID); ok && e.Attempt == 1 {
 			c.cfg.Metrics.QueueWait(e.At.Sub(v.SubmittedAt))
 		}
+		c.trackQueue(e.JobID, false)
 		// Our own round reserved it already (ErrDuplicate); after a restart
 		// the reservation comes from here.
 		c.sched.Remove(e.JobID)
@@ -35,6 +37,7 @@ func (c *Core) observe(env *eventstore.Envelope, ev eventstore.Event) {
 			c.log.Warn("reserve scheduled job", "job", e.JobID, "worker", e.WorkerID, "err", err)
 		}
 	case domain.JobRequeued:
+		c.trackQueue(e.JobID, true)
 		c.sched.Release(e.JobID, e.Attempt)
 		if v, ok := c.jobs.Get(e.JobID); ok {
 			if err := c.sched.Submit(now, c.schedJobFromView(v)); err != nil && !errors.Is(err, scheduler.ErrDuplicate) {
@@ -76,6 +79,7 @@ func (c *Core) observe(env *eventstore.Envelope, ev eventstore.Event) {
 }
 
 func (c *Core) ended(jobID string, attempt uint32) {
+	c.trackQueue(jobID, false)
 	c.sched.Remove(jobID) // cancelled or failed while queued
 	if attempt > 0 {
 		c.sched.Release(jobID, attempt)
@@ -170,6 +174,7 @@ func (c *Core) commitRound(ctx context.Context, round scheduler.Round) {
 			continue
 		}
 		c.assign(ctx, p.WorkerID, res.State, p.Attempt)
+		c.drainEphemeral(ctx, p.WorkerID)
 	}
 	for k, p := range round.Parked {
 		if err := errs[len(round.Placements)+k]; err != nil && !errors.Is(err, domain.ErrInvalidTransition) {

@@ -44,13 +44,22 @@ func Events() []Event {
 		WorkerResumed{},
 		WorkerLost{},
 		WorkerDeregistered{},
+		WorkerEnrolled{},
+		WorkerIdentityRenewed{},
+		WorkerIdentityRevoked{},
+		InstanceRequested{},
+		InstanceStarted{},
+		InstanceConnected{},
+		InstanceFailed{},
+		InstanceTerminated{},
 	}
 }
 
 // Stream id prefixes. A stream id is the prefix followed by the aggregate id.
 const (
-	JobStreamPrefix    = "job-"
-	WorkerStreamPrefix = "worker-"
+	JobStreamPrefix      = "job-"
+	WorkerStreamPrefix   = "worker-"
+	InstanceStreamPrefix = "instance-"
 )
 
 // JobStream returns the stream id of job id: "job-<id>".
@@ -59,14 +68,20 @@ func JobStream(id string) string { return JobStreamPrefix + id }
 // WorkerStream returns the stream id of worker id: "worker-<id>".
 func WorkerStream(id string) string { return WorkerStreamPrefix + id }
 
-// ParseStream splits a stream id into its aggregate ("job" or "worker") and
-// id. ok is false for any other stream.
+// InstanceStream returns the stream id of instance id: "instance-<id>".
+func InstanceStream(id string) string { return InstanceStreamPrefix + id }
+
+// ParseStream splits a stream id into its aggregate ("job", "worker" or
+// "instance") and id. ok is false for any other stream.
 func ParseStream(stream string) (aggregate, id string, ok bool) {
 	if id, ok := strings.CutPrefix(stream, JobStreamPrefix); ok && id != "" {
 		return "job", id, true
 	}
 	if id, ok := strings.CutPrefix(stream, WorkerStreamPrefix); ok && id != "" {
 		return "worker", id, true
+	}
+	if id, ok := strings.CutPrefix(stream, InstanceStreamPrefix); ok && id != "" {
+		return "instance", id, true
 	}
 	return "", "", false
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,6 +221,16 @@ func randWorkerCommand(r *rand.Rand, w domain.Worker, now time.Time, step int) d
 		return domain.MarkLost{LastSeen: now.Add(-15 * time.Second), At: now}
 	case 9:
 		return domain.Deregister{Reason: "removed", At: now}
+	case 10:
+		cert := domain.CertRef{Serial: "1f", NotAfter: now.Add(24 * time.Hour)}
+		if r.IntN(2) == 0 {
+			return domain.Enrol{TokenID: "0123456789abcdef", Cert: cert, IdentityExpiresAt: now.Add(15 * time.Minute), At: now}
+		}
+		return domain.RenewIdentity{Cert: cert, IdentityExpiresAt: now.Add(15 * time.Minute), At: now}
+	case 11:
+		if r.IntN(3) == 0 {
+			return domain.RevokeIdentity{By: "ops", Reason: "stolen laptop", At: now}
+		}
 	}
 	return domain.Reconnect{Info: info, At: now}
 }
@@ -359,6 +370,14 @@ func checkWorkerInvariants(history []domain.Event, w domain.Worker) error {
 		if _, ok := e.(domain.WorkerRegistered); ok && i != 0 {
 			return fmt.Errorf("worker.registered at %d", i)
 		}
+		if _, ok := e.(domain.WorkerIdentityRevoked); ok {
+			for _, later := range history[i+1:] {
+				switch later.(type) {
+				case domain.WorkerEnrolled, domain.WorkerIdentityRenewed, domain.WorkerIdentityRevoked:
+					return fmt.Errorf("worker.identity_revoked at %d is followed by %s", i, later.EventType())
+				}
+			}
+		}
 	}
 	if w.Schedulable() && (w.Status != domain.WorkerStatusOnline || w.Draining) {
 		return fmt.Errorf("schedulable while %s, draining=%v", w.Status, w.Draining)
@@ -476,7 +495,13 @@ func TestEventsList(t *testing.T) {
 			t.Errorf("%s: not a zero value", name)
 		}
 		seen[name] = true
-		prefix := map[bool]string{true: "job.", false: "worker."}[typ.Name()[:3] == "Job"]
+		prefix := "worker."
+		switch {
+		case strings.HasPrefix(typ.Name(), "Job"):
+			prefix = "job."
+		case strings.HasPrefix(typ.Name(), "Instance"):
+			prefix = "instance."
+		}
 		if len(name) <= len(prefix) || name[:len(prefix)] != prefix {
 			t.Errorf("%s (%s): want prefix %q", name, typ.Name(), prefix)
 		}

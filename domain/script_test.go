@@ -130,6 +130,7 @@ var jobCommands = typesByName(
 var workerCommands = typesByName(
 	domain.Register{}, domain.Reconnect{}, domain.Drain{}, domain.Resume{},
 	domain.MarkLost{}, domain.Deregister{},
+	domain.Enrol{}, domain.RenewIdentity{}, domain.RevokeIdentity{},
 )
 
 func typesByName(cmds ...interface{ CommandName() string }) map[string]reflect.Type {
@@ -290,6 +291,12 @@ func (s *script) show(line int, what string) string {
 		if w.LostReason != "" {
 			kv("lost", fmt.Sprintf("%q", w.LostReason))
 		}
+		if w.Cert.Serial != "" {
+			kv("cert", w.Cert.Serial)
+		}
+		if w.Revoked() {
+			kv("revoked", fmt.Sprintf("%q", w.RevokedReason))
+		}
 		kv("slots", w.Info.Capacity.Slots)
 		kv("version", w.Version)
 	default:
@@ -329,6 +336,7 @@ var sentinels = []struct {
 	{"ErrStaleAttempt", domain.ErrStaleAttempt},
 	{"ErrNotAssigned", domain.ErrNotAssigned},
 	{"ErrNotDue", domain.ErrNotDue},
+	{"ErrIdentityRevoked", domain.ErrIdentityRevoked},
 	{"ErrInvalidJobSpec", domain.ErrInvalidJobSpec},
 	{"ErrInvalidWorkerInfo", domain.ErrInvalidWorkerInfo},
 	{"ErrInvalidCommand", domain.ErrInvalidCommand},

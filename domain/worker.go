@@ -77,6 +77,12 @@ type Worker struct {
 	LostReason     string    `json:"lost_reason"`
 	DeregisteredAt time.Time `json:"deregistered_at"`
 
+	// Cert is the worker's current client certificate (worker.enrolled,
+	// worker.identity_renewed); RevokedAt is set once its identity is revoked.
+	Cert          CertRef   `json:"cert"`
+	RevokedAt     time.Time `json:"revoked_at"`
+	RevokedReason string    `json:"revoked_reason"`
+
 	// Version is the number of events applied: the stream version to expect
 	// when appending what Decide returns.
 	Version uint64 `json:"version"`
@@ -122,6 +128,8 @@ func (w Worker) Apply(e Event) Worker {
 	case WorkerDeregistered:
 		w.Status = WorkerStatusDeregistered
 		w.DeregisteredAt = utc(e.At)
+	case WorkerEnrolled, WorkerIdentityRenewed, WorkerIdentityRevoked:
+		w = w.applyIdentity(e)
 	}
 	return w
 }

@@ -6,7 +6,8 @@ import (
 )
 
 // WorkerCommand is a command on a Worker: Register, Reconnect, Drain, Resume,
-// MarkLost or Deregister.
+// MarkLost, Deregister, or an identity command (Enrol, RenewIdentity,
+// RevokeIdentity).
 type WorkerCommand interface {
 	// CommandName is the command's name in errors and test scripts.
 	CommandName() string
@@ -133,6 +134,8 @@ func (w Worker) Decide(c WorkerCommand) ([]Event, error) {
 		return []Event{WorkerLost{WorkerID: w.ID, LastSeen: c.LastSeen, Reason: reason, At: c.At}}, nil
 	case Deregister:
 		return []Event{WorkerDeregistered{WorkerID: w.ID, Reason: c.Reason, At: c.At}}, nil
+	case identityCommand:
+		return w.decideIdentity(c)
 	}
 	return nil, fmt.Errorf("decide worker %s: unknown command %T: %w", w.ID, c, ErrInvalidCommand)
 }
@@ -177,6 +180,8 @@ func validateWorkerCommand(c WorkerCommand) error {
 	case Deregister:
 		at = c.At
 		err = text("reason", c.Reason)
+	case identityCommand:
+		at, err = validateIdentity(c)
 	default: // a pointer to a command, or a type from elsewhere
 		return fmt.Errorf("%s: unknown command type %T (pass command values): %w", name, c, ErrInvalidCommand)
 	}

@@ -3,8 +3,9 @@ package domain
 import "time"
 
 // Worker events. Heartbeats and their telemetry are not events: they are
-// overwritten in memory. Enrolment and provisioning events will be added
-// beside these under new names ("worker.enrolled", ...).
+// overwritten in memory. Enrolment and identity events are in
+// worker_identity_events.go; provisioning events will be added
+// beside these under new names.
 
 // WorkerRegistered: an agent connected for the first time and the server gave
 // it an id. The worker is online and may be given jobs.

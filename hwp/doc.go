@@ -12,13 +12,29 @@
 // this package too (server.go); the agent's side of the contract is described
 // in package agent's documentation.
 //
-// Admission (Server.check): with ServerConfig.Identities, an identity token
-// admits the worker it names and nobody else; otherwise the join token goes
-// to ServerConfig.Joiner (or is compared with the static JoinToken). An agent
-// admitted by join token is always enrolled as a new worker when identities
-// are on. The session's guard renews the identity over the stream and cuts
-// the stream (Unauthenticated) at the first heartbeat tick after it expired
-// or was revoked. An agent may only report on, log to or finish attempts
+// Admission (Server.check): a client certificate the TLS handshake verified
+// against the CA speaks only for the worker it names (a Hello claiming
+// another agent_id, or none, is refused with PermissionDenied) and, with
+// ServerConfig.Identities, admits it with no token; an agent naming a
+// revoked worker is refused whatever it presents (revocation is the
+// worker's state in the event log, plus ServerConfig.Revocations, the token
+// store, whose revocations are recorded in the log when first seen). Then,
+// with Identities, an identity token admits the worker it names and nobody
+// else; otherwise the join token goes to ServerConfig.Joiner (or is compared
+// with the static JoinToken). An agent admitted by join token is always
+// enrolled as a new worker when identities are on.
+//
+// Identity (with Identities): Welcome carries an identity token and, with a
+// ServerConfig.Certifier and a CSR in Hello (pki.ParseCSR: ECDSA P-256, the
+// signature proves the key), a client certificate for the worker id. Every
+// enrolment (worker.enrolled: join token id, certificate serial, fingerprint
+// and expiry), renewal (worker.identity_renewed) and revocation
+// (worker.identity_revoked) is a worker event (ServerConfig.IdentityLog). The
+// session's guard, at every heartbeat tick, checks revocation, renews the
+// identity token in its last 5 minutes (and the certificate, for the same
+// key, in the last third of its life) with TokenRefresh, and cuts the stream
+// (Unauthenticated) once the identity has expired or been revoked; a revoked
+// worker is also drained, so no new job goes to it before it is marked lost. An agent may only report on, log to or finish attempts
 // assigned to it: anything else is fenced (domain.ErrNotAssigned).
 //
 // Vocabulary: a JobRef (job id + attempt) names one attempt and is the fencing

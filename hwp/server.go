@@ -2,14 +2,18 @@ package hwp
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,6 +21,7 @@ import (
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/hwp/hwppb"
+	"github.com/hodei-jobs/hodei/pki"
 )
 
 // Orchestrator is what the server side of the protocol needs from the core
@@ -54,6 +59,18 @@ type ServerConfig struct {
 	// over the stream (TokenRefresh) and cuts the stream within one
 	// heartbeat interval once it is expired or revoked.
 	Identities Identities
+	// Certifier, when set (with Identities), signs a client certificate for
+	// every admitted agent that sends a CSR in Hello and renews it over the
+	// stream; the agent then dials with mutual TLS and needs no join token to
+	// reconnect.
+	Certifier Certifier
+	// IdentityLog, when set (with Identities), records enrolments, renewals
+	// and revocations as worker events, and is where revocation is checked.
+	IdentityLog IdentityLog
+	// Revocations, when set, reports revocations made outside the event log
+	// (the token store: `hodei worker revoke`, `hodei token revoke`); the
+	// server records them in the log when it first sees them.
+	Revocations Revocations
 	// HeartbeatInterval is sent to agents in Welcome.
 	HeartbeatInterval time.Duration
 	// MaxChunkBytes is the largest log chunk agents may send (default 64 KiB).
@@ -90,6 +107,37 @@ type Identities interface {
 	// expiry ("" otherwise).
 	Renew(token string) (fresh string, expires time.Time, err error)
 }
+
+// Certifier signs agents' client certificates (*pki.Bundle).
+type Certifier interface {
+	// IssueClient signs a client certificate for workerID and pub, a key the
+	// caller has checked the agent holds.
+	IssueClient(pub *ecdsa.PublicKey, workerID string, now time.Time) (pki.ClientCert, error)
+}
+
+// IdentityLog is the event log side of worker identities (the server wires
+// a command handler).
+type IdentityLog interface {
+	// IdentityCommand decides cmd (domain.Enrol, RenewIdentity or
+	// RevokeIdentity) on workerID and appends its events, caused by actor. It
+	// returns domain errors (domain.ErrIdentityRevoked) wrapped.
+	IdentityCommand(ctx context.Context, workerID string, cmd domain.WorkerCommand, actor string) (domain.Worker, error)
+	// LoadWorker returns the worker's current state (zero when unknown).
+	LoadWorker(ctx context.Context, workerID string) (domain.Worker, error)
+}
+
+// Revocations reports worker revocations kept outside the event log
+// (*auth.Store).
+type Revocations interface {
+	// WorkerRevocation reports whether workerID is revoked, by whom and why.
+	// An error (the record could not be read) refuses the worker for now
+	// without recording a revocation.
+	WorkerRevocation(workerID string) (by, reason string, revoked bool, err error)
+}
+
+// certRenewBefore is how close to expiry a client certificate is renewed
+// (over the stream, or when the agent reconnects with it).
+const certRenewBefore = pki.ClientLifetime / 3
 
 // welcomeMaxMessageBytes is the gRPC message size limit agents are told.
 const welcomeMaxMessageBytes = 4 << 20
@@ -146,18 +194,37 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 	if err != nil {
 		return err
 	}
-	tokenID, refused := s.check(hello)
+	pc, err := peerCert(ctx)
+	if err != nil {
+		return s.refuse(stream, codes.PermissionDenied, err.Error())
+	}
+	tokenID, refused := s.check(ctx, hello, pc)
 	if refused != nil {
+		code := codes.FailedPrecondition
+		if pc.worker != "" && pc.worker != hello.GetAgentId() {
+			code = codes.PermissionDenied
+		}
 		_ = stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Refused{Refused: refused}})
-		return status.Error(codes.FailedPrecondition, refused.Message)
+		return status.Error(code, refused.Message)
+	}
+	// The key a client certificate is (re)issued for: a CSR's, which proves
+	// possession by its signature, or the one the agent's TLS handshake just
+	// proved.
+	key := pc.key
+	if csr := hello.GetCsr(); len(csr) > 0 && s.cfg.Certifier != nil && s.cfg.Identities != nil {
+		r, err := pki.ParseCSR(csr)
+		if err != nil {
+			return s.refuse(stream, codes.InvalidArgument, "hello.csr: "+err.Error())
+		}
+		key = r.PublicKey.(*ecdsa.PublicKey) // ParseCSR accepts only ECDSA P-256
 	}
 	sess := newSession(s, stream)
 	ch := toCoreHello(hello)
 	var replaces string
 	if tokenID != "" && s.cfg.Identities != nil && ch.WorkerID != "" {
-		// With identities, only an identity token resumes a worker id: a
-		// join token (which may have been copied) enrols a new worker, so
-		// it can never report on another worker's jobs.
+		// With identities, only an identity (token or certificate) resumes
+		// a worker id: a join token (which may have been copied) enrols a
+		// new worker, so it can never report on another worker's jobs.
 		replaces, ch.WorkerID = ch.WorkerID, ""
 	}
 	id, stale, err := s.core.Connect(ctx, ch, sess)
@@ -193,6 +260,26 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 		}
 		sess.identity = tok
 		welcome.IdentityToken, welcome.IdentityExpiresAt = tok, timestamppb.New(exp)
+		sess.key, sess.certNotAfter = key, pc.notAfter
+		if id != pc.worker {
+			sess.certNotAfter = time.Time{} // a certificate of another (departed) worker id: reissue
+		}
+		var cert domain.CertRef
+		if sess.key != nil && s.cfg.Certifier != nil && (len(hello.GetCsr()) > 0 || time.Until(sess.certNotAfter) < certRenewBefore) {
+			cc, err := s.cfg.Certifier.IssueClient(sess.key, id, time.Now())
+			if err != nil {
+				return status.Errorf(codes.Unavailable, "issue client certificate: %v", err)
+			}
+			cert = domain.CertRef{Serial: cc.Serial, Fingerprint: cc.Fingerprint, NotAfter: cc.NotAfter}
+			sess.certNotAfter = cc.NotAfter
+			welcome.ClientCertificate, welcome.ClientCertificateExpiresAt = cc.DER, timestamppb.New(cc.NotAfter)
+		}
+		if err := s.recordIdentity(ctx, id, hello.GetAgentId(), tokenID, replaces, cert, exp); err != nil {
+			if errors.Is(err, domain.ErrIdentityRevoked) {
+				return s.refuse(stream, codes.FailedPrecondition, err.Error())
+			}
+			return status.Errorf(codes.Unavailable, "record identity: %v", err)
+		}
 	}
 	isStale := map[core.JobRef]bool{}
 	for _, r := range stale {
@@ -212,6 +299,101 @@ func (s *Server) Connect(stream hwppb.WorkerProtocol_ConnectServer) error {
 		_ = sess.Fence(r.JobID, r.Attempt, "attempt is not assigned to this worker")
 	}
 	return sess.run(ctx)
+}
+
+// refuse sends Refused (UNAUTHENTICATED) and returns the stream's status.
+func (s *Server) refuse(stream hwppb.WorkerProtocol_ConnectServer, code codes.Code, msg string) error {
+	_ = stream.Send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_Refused{Refused: &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: msg}}})
+	return status.Error(code, msg)
+}
+
+// recordIdentity appends what admitting worker id did to its identity: an
+// enrolment (a join token, or an identity of an earlier worker id, agentID,
+// that the core replaced), or a renewal when a reconnect got a new
+// certificate. A plain reconnect records nothing more (worker.reconnected
+// says it).
+func (s *Server) recordIdentity(ctx context.Context, id, agentID, tokenID, replaces string, cert domain.CertRef, exp time.Time) error {
+	if s.cfg.IdentityLog == nil {
+		return nil
+	}
+	now := time.Now()
+	var cmd domain.WorkerCommand
+	switch {
+	case tokenID != "" || id != agentID:
+		if replaces == "" && agentID != id {
+			replaces = agentID
+		}
+		cmd = domain.Enrol{TokenID: tokenID, Replaces: replaces, Cert: cert, IdentityExpiresAt: exp, At: now}
+	case cert.Serial != "":
+		cmd = domain.RenewIdentity{Cert: cert, IdentityExpiresAt: exp, At: now}
+	default:
+		return nil
+	}
+	_, err := s.cfg.IdentityLog.IdentityCommand(ctx, id, cmd, "agent:"+id)
+	return err
+}
+
+// revocation reports why workerID may not connect, or "": its identity is
+// revoked in the event log, or in the token store (then it is recorded in
+// the log now).
+func (s *Server) revocation(ctx context.Context, workerID string) string {
+	if workerID == "" {
+		return ""
+	}
+	if s.cfg.Revocations != nil {
+		by, reason, ok, err := s.cfg.Revocations.WorkerRevocation(workerID)
+		if err != nil {
+			return err.Error() // fail closed, but record nothing: it may pass
+		}
+		if ok {
+			if s.cfg.IdentityLog != nil {
+				_, err := s.cfg.IdentityLog.IdentityCommand(ctx, workerID,
+					domain.RevokeIdentity{By: by, Reason: reason, At: time.Now()}, "user:"+by)
+				if err != nil && !errors.Is(err, domain.ErrNotFound) && !errors.Is(err, domain.ErrWorkerDeregistered) {
+					s.log.Warn("record revocation", "worker", workerID, "err", err)
+				}
+			}
+			return fmt.Sprintf("worker %s is revoked: %s", workerID, reason)
+		}
+	}
+	if s.cfg.IdentityLog != nil {
+		w, err := s.cfg.IdentityLog.LoadWorker(ctx, workerID)
+		if err != nil {
+			return fmt.Sprintf("check worker %s: %v", workerID, err) // fail closed
+		}
+		if w.Revoked() {
+			return fmt.Sprintf("worker %s is revoked: %s", workerID, w.RevokedReason)
+		}
+	}
+	return ""
+}
+
+// clientCert is what a verified client certificate says.
+type clientCert struct {
+	worker   string // "" when the agent presented none
+	key      *ecdsa.PublicKey
+	notAfter time.Time
+}
+
+// peerCert returns the client certificate the TLS handshake verified against
+// the CA (the listener verifies any that is given). A verified certificate
+// that names no worker is refused.
+func peerCert(ctx context.Context) (clientCert, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return clientCert{}, nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return clientCert{}, nil
+	}
+	leaf := ti.State.VerifiedChains[0][0]
+	id := pki.WorkerID(leaf)
+	key, _ := leaf.PublicKey.(*ecdsa.PublicKey)
+	if id == "" || key == nil {
+		return clientCert{}, errors.New("client certificate names no worker")
+	}
+	return clientCert{worker: id, key: key, notAfter: leaf.NotAfter}, nil
 }
 
 func (s *Server) recvHello(stream hwppb.WorkerProtocol_ConnectServer) (*hwppb.Hello, error) {
@@ -242,12 +424,24 @@ func (s *Server) recvHello(stream hwppb.WorkerProtocol_ConnectServer) (*hwppb.He
 }
 
 // check returns why hello is refused, or nil, and the id of the join token
-// that admitted it (with a Joiner).
-func (s *Server) check(h *hwppb.Hello) (string, *hwppb.Refused) {
+// that admitted it (with a Joiner). An agent with a client certificate
+// speaks only for the worker it names and needs no token; any agent naming a
+// revoked worker is refused, whatever it presents.
+func (s *Server) check(ctx context.Context, h *hwppb.Hello, pc clientCert) (string, *hwppb.Refused) {
 	v := h.GetProtocolVersion()
 	if _, err := Negotiate(ProtocolVersion, Version{Major: v.GetMajor(), Minor: v.GetMinor()}); err != nil {
 		return "", &hwppb.Refused{Code: hwppb.Refused_INCOMPATIBLE_VERSION, Message: err.Error(),
 			ServerVersion: &hwppb.Version{Major: ProtocolVersion.Major, Minor: ProtocolVersion.Minor}}
+	}
+	if pc.worker != "" && pc.worker != h.GetAgentId() {
+		return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED,
+			Message: fmt.Sprintf("client certificate belongs to worker %s, not %q", pc.worker, h.GetAgentId())}
+	}
+	if why := s.revocation(ctx, h.GetAgentId()); why != "" {
+		return "", &hwppb.Refused{Code: hwppb.Refused_UNAUTHENTICATED, Message: why}
+	}
+	if pc.worker != "" && s.cfg.Identities != nil {
+		return "", nil // the handshake proved the worker id
 	}
 	if it := h.GetCredentials().GetIdentityToken(); it != "" && s.cfg.Identities != nil {
 		w, _, err := s.cfg.Identities.Verify(it)
@@ -309,8 +503,11 @@ type session struct {
 	stream hwppb.WorkerProtocol_ConnectServer
 	worker string
 	// identity is the agent's current identity token (set before run; then
-	// owned by guard).
-	identity string
+	// owned by guard), key the agent's client certificate key (nil: none)
+	// and certNotAfter that certificate's expiry.
+	identity     string
+	key          *ecdsa.PublicKey
+	certNotAfter time.Time
 
 	out     chan *hwppb.ServerMessage
 	reports chan pendingReport
@@ -449,9 +646,9 @@ func (ss *session) run(ctx context.Context) error {
 	return err
 }
 
-// guard renews the agent's identity token before it expires and ends the
-// stream (Unauthenticated) at the first heartbeat tick after it expired or
-// was revoked.
+// guard renews the agent's identity token (and client certificate) before
+// it expires and ends the stream (Unauthenticated) at the first heartbeat
+// tick after it expired or was revoked.
 func (ss *session) guard(ctx context.Context) error {
 	t := time.NewTicker(ss.s.cfg.HeartbeatInterval)
 	defer t.Stop()
@@ -461,17 +658,53 @@ func (ss *session) guard(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		if why := ss.s.revocation(ctx, ss.worker); why != "" {
+			if ctx.Err() != nil {
+				return nil
+			}
+			ss.s.log.Warn("cutting agent stream", "worker", ss.worker, "err", why)
+			// No new jobs go to it while it waits to be marked lost (then its
+			// running jobs are re-queued). The stream takes no more messages
+			// first: the agent must see the cut, not a drain it would obey by
+			// leaving quietly.
+			ss.once.Do(func() { close(ss.done) })
+			if _, err := ss.s.core.DrainWorker(context.WithoutCancel(ctx), ss.worker, "server", why); err != nil {
+				ss.s.log.Warn("drain revoked worker", "worker", ss.worker, "err", err)
+			}
+			return status.Error(codes.Unauthenticated, "identity: "+why)
+		}
 		fresh, exp, err := ss.s.cfg.Identities.Renew(ss.identity)
 		if err != nil {
 			ss.s.log.Warn("cutting agent stream", "worker", ss.worker, "err", err)
 			return status.Errorf(codes.Unauthenticated, "identity: %v", err)
 		}
-		if fresh != "" {
-			ss.identity = fresh
-			if err := ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_TokenRefresh{TokenRefresh: &hwppb.TokenRefresh{
-				Token: fresh, ExpiresAt: timestamppb.New(exp)}}}); err != nil {
-				return nil // the stream is ending anyway
+		if fresh == "" {
+			continue
+		}
+		ss.identity = fresh
+		refresh := &hwppb.TokenRefresh{Token: fresh, ExpiresAt: timestamppb.New(exp)}
+		var cert domain.CertRef
+		if ss.key != nil && ss.s.cfg.Certifier != nil && time.Until(ss.certNotAfter) < certRenewBefore {
+			cc, err := ss.s.cfg.Certifier.IssueClient(ss.key, ss.worker, time.Now())
+			if err != nil {
+				ss.s.log.Warn("renew client certificate", "worker", ss.worker, "err", err)
+			} else {
+				ss.certNotAfter = cc.NotAfter
+				cert = domain.CertRef{Serial: cc.Serial, Fingerprint: cc.Fingerprint, NotAfter: cc.NotAfter}
+				refresh.ClientCertificate, refresh.ClientCertificateExpiresAt = cc.DER, timestamppb.New(cc.NotAfter)
 			}
+		}
+		if l := ss.s.cfg.IdentityLog; l != nil {
+			_, err := l.IdentityCommand(ctx, ss.worker, domain.RenewIdentity{Cert: cert, IdentityExpiresAt: exp, At: time.Now()}, "system:identity")
+			if errors.Is(err, domain.ErrIdentityRevoked) {
+				return status.Errorf(codes.Unauthenticated, "identity: %v", err)
+			}
+			if err != nil {
+				ss.s.log.Warn("record identity renewal", "worker", ss.worker, "err", err)
+			}
+		}
+		if err := ss.send(&hwppb.ServerMessage{Msg: &hwppb.ServerMessage_TokenRefresh{TokenRefresh: refresh}}); err != nil {
+			return nil // the stream is ending anyway
 		}
 	}
 }

@@ -63,7 +63,8 @@ func (b *Bundle) CAPEM() []byte {
 
 // ServerTLS is the server side TLS config: the server certificate, TLS 1.2
 // or later; client certificates signed by the CA are verified when
-// presented (the groundwork for agents' mutual TLS).
+// presented: enrolled agents dial with theirs (mutual TLS), enrolling agents
+// and API clients have none.
 func (b *Bundle) ServerTLS() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(b.CA)

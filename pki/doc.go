@@ -12,6 +12,15 @@
 //	data/server.pem      server certificate chain (leaf, CA)
 //	data/server-key.pem  server private key
 //
+// # Client certificates
+//
+// Bundle.IssueClient signs an agent's client certificate: ECDSA P-256 key
+// from the agent's CSR (ParseCSR checks its signature and key type), common
+// name and one URI SAN "hodei:worker:<id>" naming the worker, ExtKeyUsage
+// client auth only, valid ClientLifetime (24h) and renewed over the stream.
+// ServerTLS verifies client certificates when given (enrolling agents have
+// none yet); WorkerID reads the worker id back from a verified one.
+//
 // # Join tokens
 //
 // A join token is "hodei1.<id>.<secret>.<ca-sha256-hex>": id names the
@@ -24,5 +33,6 @@
 // CA. The token is the trust anchor; it must be handled like a password.
 //
 // Invariants: no function panics on outside input; ParseJoinToken rejects
-// anything but the exact format (fuzzed in token_test.go).
+// anything but the exact format (fuzzed in pki_test.go), ParseCSR anything
+// but a well-signed ECDSA P-256 request (fuzzed in client_test.go).
 package pki

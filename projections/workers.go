@@ -26,7 +26,10 @@ type WorkerView struct {
 	RegisteredAt time.Time           `json:"registered_at"`
 	LastChange   time.Time           `json:"last_change"`
 	LostReason   string              `json:"lost_reason,omitempty"`
-	Position     uint64              `json:"position"`
+	// Revoked is set once the worker's identity is revoked: it may never
+	// connect again under its id.
+	Revoked  bool   `json:"revoked,omitempty"`
+	Position uint64 `json:"position"`
 }
 
 // Workers is the cluster view: every worker with the resources reserved by
@@ -83,6 +86,10 @@ func (w *Workers) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 		return w.update(e.WorkerID, env, e.At, func(v *WorkerView) { v.Status, v.LostReason = domain.WorkerStatusLost, e.Reason })
 	case domain.WorkerDeregistered:
 		return w.update(e.WorkerID, env, e.At, func(v *WorkerView) { v.Status = domain.WorkerStatusDeregistered })
+	case domain.WorkerIdentityRevoked:
+		return w.update(e.WorkerID, env, e.At, func(v *WorkerView) { v.Revoked = true })
+	case domain.WorkerEnrolled, domain.WorkerIdentityRenewed:
+		// Credentials change, not what the cluster view shows.
 	case domain.JobScheduled:
 		w.release(e.JobID)
 		if v := w.byID[e.WorkerID]; v != nil {
@@ -94,6 +101,7 @@ func (w *Workers) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 		_, id, _ := domain.ParseStream(env.StreamID)
 		w.release(id)
 	case domain.JobSubmitted, domain.JobParked, domain.JobUnparked, domain.JobAccepted, domain.JobStarted, domain.JobCancelRequested:
+	case domain.InstanceRequested, domain.InstanceStarted, domain.InstanceConnected, domain.InstanceFailed, domain.InstanceTerminated:
 	default:
 		return fmt.Errorf("cluster view: unhandled event %s", env.Type)
 	}

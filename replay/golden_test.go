@@ -32,7 +32,7 @@ var (
 // currentLog is the directory of the log this version records. A version
 // that changes how events are written records a new directory beside the
 // old ones and keeps every old one replaying (see testdata/README.md).
-const currentLog = "v1"
+const currentLog = "v2"
 
 // logsDir holds the recorded logs, one directory each.
 var logsDir = filepath.Join("..", "testdata", "eventlog")
@@ -286,6 +286,10 @@ func scenario(ctx context.Context, h *command.Handler, at func() time.Time) erro
 	for i, pool := range []string{"a", "a", "b", "b"} {
 		w := fmt.Sprintf("w-%d", i+1)
 		worker(w, domain.Register{WorkerID: w, Info: info("node-"+w, 4, pool), At: at()}, agent(w))
+		now := at()
+		worker(w, domain.Enrol{TokenID: "0123456789abcdef", Cert: domain.CertRef{Serial: fmt.Sprintf("c0ffee%02d", i),
+			Fingerprint: strings.Repeat(fmt.Sprint(i), 64), NotAfter: now.Add(24 * time.Hour)},
+			IdentityExpiresAt: now.Add(15 * time.Minute), At: now}, agent(w))
 	}
 	submit("j-1", spec("build"))
 	run("j-1", "w-1", 1)
@@ -354,6 +358,39 @@ func scenario(ctx context.Context, h *command.Handler, at func() time.Time) erro
 	big.Resources.Slots = 8
 	submit("j-12", big)
 	job("j-12", domain.Park{Reason: "no worker has 8 slots", At: at()}, sched) // parked at the end
+
+	now := at()
+	worker("w-1", domain.RenewIdentity{IdentityExpiresAt: now.Add(15 * time.Minute), At: now}, command.Meta{Actor: "system:identity"})
+	worker("w-4", domain.RevokeIdentity{By: "ops", Reason: "host compromised", At: at()}, ops)
+
+	// A provider starts an agent for a job no worker can take, it runs the
+	// job and is removed when idle; a second instance fails to start.
+	prov := command.Meta{Actor: "system:provider:docker"}
+	instance := func(id string, cmd domain.InstanceCommand) {
+		if err == nil {
+			_, err = h.Instance(ctx, id, cmd, prov)
+			if err != nil {
+				err = fmt.Errorf("instance %s %s: %w", id, cmd.CommandName(), err)
+			}
+		}
+	}
+	docker := spec("package")
+	docker.Selector = map[string]string{"pool": "docker"}
+	submit("j-13", docker)
+	job("j-13", domain.Park{Reason: "no worker matches pool=docker", At: at()}, sched)
+	instance("docker-0a1b2c3d", domain.RequestInstance{InstanceID: "docker-0a1b2c3d", Provider: "docker", Driver: "docker",
+		Jobs: []string{"j-13"}, Reason: "1 queued job(s) match pool=docker and no connected agent can take them", At: at()})
+	instance("docker-0a1b2c3d", domain.MarkInstanceStarted{Handle: "3f2a9c1be0d4", At: at()})
+	worker("w-5", domain.Register{WorkerID: "w-5", Info: info("hodei-docker-0a1b2c3d", 1, "docker"), At: at()}, agent("w-5"))
+	instance("docker-0a1b2c3d", domain.MarkInstanceConnected{WorkerID: "w-5", At: at()})
+	run("j-13", "w-5", 1)
+	finish("j-13", "w-5", 1, 0, "", 2*time.Second)
+	worker("w-5", domain.Drain{By: "system:provider:docker", Reason: "idle for 1m0s", At: at()}, prov)
+	worker("w-5", domain.Deregister{Reason: "drained", At: at()}, agent("w-5"))
+	instance("docker-0a1b2c3d", domain.TerminateInstance{Reason: "the agent drained and left (idle for 1m0s)", At: at()})
+	instance("docker-4e5f6a7b", domain.RequestInstance{InstanceID: "docker-4e5f6a7b", Provider: "docker", Driver: "docker",
+		Ephemeral: true, Jobs: []string{"j-12"}, Reason: "1 queued job(s) match pool=docker", At: at()})
+	instance("docker-4e5f6a7b", domain.FailInstance{Reason: "start: image hodei-agent:dev not found in the local engine", At: at()})
 	return err
 }
 

@@ -88,8 +88,42 @@ func Summary(ev eventstore.Event) string {
 		return s
 	case domain.WorkerDeregistered:
 		return "deregistered" + because(e.Reason)
+	case domain.WorkerEnrolled:
+		s := "enrolled"
+		if e.TokenID != "" {
+			s += " with join token " + e.TokenID
+		}
+		if e.Replaces != "" {
+			s += ", replacing " + e.Replaces
+		}
+		return s + certSummary(e.Cert)
+	case domain.WorkerIdentityRenewed:
+		return "identity renewed until " + e.IdentityExpiresAt.UTC().Format(TimeFormat) + certSummary(e.Cert)
+	case domain.WorkerIdentityRevoked:
+		return "identity revoked by " + e.By + because(e.Reason)
+	case domain.InstanceRequested:
+		kind := "instance"
+		if e.Ephemeral {
+			kind = "ephemeral instance"
+		}
+		return fmt.Sprintf("%s %s requested from provider %s (%s)", e.Driver, kind, e.Provider, e.Reason)
+	case domain.InstanceStarted:
+		return "started as " + e.Handle
+	case domain.InstanceConnected:
+		return "agent connected as worker " + e.WorkerID
+	case domain.InstanceFailed:
+		return "failed" + because(e.Reason)
+	case domain.InstanceTerminated:
+		return "terminated" + because(e.Reason)
 	}
 	return fmt.Sprintf("%T", ev)
+}
+
+func certSummary(c domain.CertRef) string {
+	if c.Serial == "" {
+		return ""
+	}
+	return fmt.Sprintf("; certificate %s valid until %s", c.Serial, c.NotAfter.UTC().Format(TimeFormat))
 }
 
 // FieldsSummary renders raw payload fields (eventstore.DecodeFields) on one

@@ -60,7 +60,7 @@ func TestTimelineShowsUnknownEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	add("worker.enrolled", 1, map[string]any{"worker_id": "w-1", "token_id": "tok 1", "at": time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)})
+	add("worker.renamed", 1, map[string]any{"worker_id": "w-1", "token_id": "tok 1", "at": time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)})
 	add(domain.TypeWorkerLost, 9, map[string]any{"worker_id": "w-1", "why": "future"})
 	entries, err := replay.Timeline(ctx, s, command.NewCodec(), domain.WorkerStream("w-1"))
 	if err != nil {
@@ -77,7 +77,7 @@ func TestTimelineShowsUnknownEvents(t *testing.T) {
 	if err := replay.WriteTimeline(&buf, entries); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(buf.String(), "worker.enrolled@1?") || !strings.Contains(buf.String(), "worker.lost@9?") {
+	if !strings.Contains(buf.String(), "worker.renamed@1?") || !strings.Contains(buf.String(), "worker.lost@9?") {
 		t.Errorf("WriteTimeline does not mark unknown events:\n%s", buf.String())
 	}
 }

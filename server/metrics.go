@@ -82,6 +82,8 @@ type stateCollector struct {
 	position   *prometheus.Desc
 	commits    *prometheus.Desc
 	events     *prometheus.Desc
+	instances  *prometheus.Desc
+	ended      *prometheus.Desc
 }
 
 func newStateCollector(c *core.Core, storeStats func() (uint64, uint64)) *stateCollector {
@@ -93,11 +95,14 @@ func newStateCollector(c *core.Core, storeStats func() (uint64, uint64)) *stateC
 		position: prometheus.NewDesc("hodei_log_position", "Log position the read models reflect.", nil, nil),
 		commits:  prometheus.NewDesc("hodei_store_commits_total", "Commits of appended events (group commits).", nil, nil),
 		events:   prometheus.NewDesc("hodei_store_events_total", "Events committed; divided by commits it is the batch size.", nil, nil),
+		instances: prometheus.NewDesc("hodei_provider_instances", "Live agent instances started by providers, by provider and status.",
+			[]string{"provider", "status"}, nil),
+		ended: prometheus.NewDesc("hodei_provider_instances_ended_total", "Provider instances that failed or were terminated.", nil, nil),
 	}
 }
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.jobs, s.queued, s.workers, s.agents, s.position, s.commits, s.events} {
+	for _, d := range []*prometheus.Desc{s.jobs, s.queued, s.workers, s.agents, s.position, s.commits, s.events, s.instances, s.ended} {
 		ch <- d
 	}
 }
@@ -123,6 +128,15 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for st, n := range byStatus {
 		ch <- prometheus.MustNewConstMetric(s.workers, prometheus.GaugeValue, float64(n), st)
 	}
+	type provStatus struct{ provider, status string }
+	insts := map[provStatus]int{}
+	for _, v := range s.c.Instances().List() {
+		insts[provStatus{v.Provider, string(v.Status)}]++
+	}
+	for k, n := range insts {
+		ch <- prometheus.MustNewConstMetric(s.instances, prometheus.GaugeValue, float64(n), k.provider, k.status)
+	}
+	ch <- prometheus.MustNewConstMetric(s.ended, prometheus.CounterValue, float64(s.c.Instances().Ended()))
 	ch <- prometheus.MustNewConstMetric(s.agents, prometheus.GaugeValue, float64(s.c.AgentStreams()))
 	ch <- prometheus.MustNewConstMetric(s.position, prometheus.GaugeValue, float64(s.c.Position()))
 	if s.storeStats != nil {

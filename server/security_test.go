@@ -18,6 +18,7 @@ import (
 	"github.com/hodei-jobs/hodei/agent"
 	"github.com/hodei-jobs/hodei/auth"
 	"github.com/hodei-jobs/hodei/core"
+	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/hodei-jobs/hodei/eventstore/memory"
 	"github.com/hodei-jobs/hodei/hwp"
 	"github.com/hodei-jobs/hodei/hwp/hwppb"
@@ -31,6 +32,7 @@ type secureServer struct {
 	ctx    context.Context
 	bundle *pki.Bundle
 	tokens *auth.Store
+	store  eventstore.Store
 }
 
 // startSecureServer runs a server as `hodei server` does by default: TLS
@@ -40,8 +42,9 @@ func startSecureServer(t *testing.T) *secureServer {
 	return startSecureServerWith(t, time.Second, nil)
 }
 
-// startSecureServerWith also gives agents identities from ids (nil: none).
-func startSecureServerWith(t *testing.T, hb time.Duration, ids func(dir string, tokens *auth.Store) hwp.Identities) *secureServer {
+// startSecureServerWith also gives agents identities from ids (nil: none),
+// and client certificates from the CA or the first of certifier.
+func startSecureServerWith(t *testing.T, hb time.Duration, ids func(dir string, tokens *auth.Store) hwp.Identities, certifier ...hwp.Certifier) *secureServer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	dir := t.TempDir()
@@ -61,9 +64,14 @@ func startSecureServerWith(t *testing.T, hb time.Duration, ids func(dir string, 
 	if ids != nil {
 		identities = ids(dir, tokens)
 	}
-	srv, err := server.New(ctx, memory.New(memory.Options{}), logs, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+	store := memory.New(memory.Options{})
+	var cert hwp.Certifier = b
+	if len(certifier) > 0 {
+		cert = certifier[0]
+	}
+	srv, err := server.New(ctx, store, logs, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler), Core: core.Config{HeartbeatInterval: hb}, ShutdownGrace: time.Second,
-		TLS: b.ServerTLS(), Joiner: tokens, Identities: identities})
+		TLS: b.ServerTLS(), Joiner: tokens, Identities: identities, Certifier: cert, Revocations: tokens})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +87,7 @@ func startSecureServerWith(t *testing.T, hb time.Duration, ids func(dir string, 
 		}
 		logs.Close()
 	})
-	return &secureServer{Server: srv, ctx: ctx, bundle: b, tokens: tokens}
+	return &secureServer{Server: srv, ctx: ctx, bundle: b, tokens: tokens, store: store}
 }
 
 // runAgent runs an agent with token and TLS config; it returns the agent
@@ -228,7 +236,7 @@ func (w watchedIDs) Renew(tok string) (string, time.Time, error) {
 	return fresh, exp, err
 }
 
-func startIdentityServer(t *testing.T) (*secureServer, *clock, watchedIDs) {
+func startIdentityServer(t *testing.T, certifier ...hwp.Certifier) (*secureServer, *clock, watchedIDs) {
 	t.Helper()
 	clk := &clock{t: time.Now()}
 	w := watchedIDs{issued: make(chan string, 100), renewed: make(chan string, 100)}
@@ -239,7 +247,7 @@ func startIdentityServer(t *testing.T) (*secureServer, *clock, watchedIDs) {
 		}
 		w.Identities = ids
 		return w
-	})
+	}, certifier...)
 	return s, clk, w
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/hodei-jobs/hodei/hwp"
@@ -36,6 +37,14 @@ type Config struct {
 	// Identities, when set, gives agents 15-minute identity tokens renewed
 	// over the stream (auth.Identities).
 	Identities hwp.Identities
+	// Certifier, when set with Identities, gives agents that send a CSR a
+	// client certificate (mutual TLS from then on) and renews it
+	// (*pki.Bundle with its CA key).
+	Certifier hwp.Certifier
+	// Revocations reports worker revocations made in the token store
+	// (*auth.Store); with Identities they cut the worker's stream within one
+	// heartbeat interval and are recorded as worker.identity_revoked.
+	Revocations hwp.Revocations
 	// TLS serves both listeners with TLS (pki.Bundle.ServerTLS). nil serves
 	// plaintext: only for tests and behind --insecure-plaintext; New logs a
 	// warning.
@@ -117,6 +126,8 @@ func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg 
 	s.grpc = grpc.NewServer(gopts...)
 	s.hwp = hwp.NewServer(c, logAdapter{logs}, hwp.ServerConfig{
 		JoinToken: cfg.JoinToken, Joiner: cfg.Joiner, Identities: cfg.Identities, HeartbeatInterval: hb, ServerVersion: cfg.Version, Logger: cfg.Logger,
+		Certifier: cfg.Certifier, Revocations: cfg.Revocations,
+		IdentityLog: identityLog{command.New(c.Store(), c.Codec(), command.Options{CacheSize: 256})},
 	})
 	hwppb.RegisterWorkerProtocolServer(s.grpc, s.hwp)
 	m.reg.MustRegister(newStateCollector(c, cfg.StoreStats))

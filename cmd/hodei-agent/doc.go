@@ -21,6 +21,13 @@
 // ("hodei1.<id>.<secret>.<ca-sha256>"), so the token alone is enough to
 // reach the right server; -ca-file trusts a given CA bundle instead.
 //
+// Enrolled, the agent keeps its identity in -work-dir/identity (worker id,
+// key, the client certificate the server signed, the CA fingerprint; mode
+// 0600) and dials with mutual TLS. Restarted with the same -work-dir it needs
+// no -token: it reconnects with its certificate (as the same worker unless it
+// had drained and left, when it enrols as a new one). A revoked worker
+// (`hodei worker revoke`) needs a new join token.
+//
 // Signals: the first SIGTERM or SIGINT drains (no new jobs; running jobs
 // finish and are delivered; then exit 0). A second one cancels: running jobs
 // get SIGTERM, then SIGKILL after their grace, final logs are delivered

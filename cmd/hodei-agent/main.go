@@ -160,7 +160,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (agent.C
 	if cfg.JobNice, err = strconv.Atoi(*nice); err != nil || cfg.JobNice < 0 || cfg.JobNice > 19 {
 		return cfg, 0, fmt.Errorf("-job-nice: %q is not 0..19", *nice)
 	}
-	if cfg.TLS, err = agentTLS(*server, cfg.Token, *caFile, *serverName, *plaintext, stderr); err != nil {
+	if cfg.TLS, err = agentTLS(*server, cfg.Token, *caFile, *serverName, *workDir, *plaintext, stderr); err != nil {
 		return cfg, 0, err
 	}
 	var lvl slog.Level
@@ -171,9 +171,11 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (agent.C
 }
 
 // agentTLS is how the agent trusts the server: a --ca-file it is given, or
-// else exactly the CA whose fingerprint the join token carries. Plaintext
-// (nil) only with -insecure-plaintext, which warns.
-func agentTLS(server, token, caFile, serverName string, plaintext bool, stderr io.Writer) (*tls.Config, error) {
+// else exactly the CA whose fingerprint the join token carries, or, with no
+// token, the one an earlier enrolment saved in the work dir (a restarted
+// agent reconnects with its client certificate). Plaintext (nil) only with
+// -insecure-plaintext, which warns.
+func agentTLS(server, token, caFile, serverName, workDir string, plaintext bool, stderr io.Writer) (*tls.Config, error) {
 	if plaintext {
 		if caFile != "" {
 			return nil, errors.New("-insecure-plaintext and -ca-file exclude each other")
@@ -198,8 +200,13 @@ func agentTLS(server, token, caFile, serverName string, plaintext bool, stderr i
 		return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, RootCAs: pool}, nil
 	}
 	fp, err := agent.JoinTokenFingerprint(token)
+	if err != nil && token == "" {
+		if id, ierr := agent.LoadIdentity(workDir); ierr == nil && id.CAFingerprint != "" {
+			fp, err = id.CAFingerprint, nil
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("-token: cannot trust the server: give a join token from `hodei token create --agent` (it carries the CA fingerprint), or -ca-file: %w", err)
+		return nil, fmt.Errorf("-token: cannot trust the server: give a join token from `hodei token create --agent` (it carries the CA fingerprint), or -ca-file, or a -work-dir where the agent enrolled before: %w", err)
 	}
 	return agent.PinnedTLS(fp, serverName, nil), nil
 }

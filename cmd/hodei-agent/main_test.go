@@ -5,12 +5,14 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hodei-jobs/hodei/agent"
 	"github.com/hodei-jobs/hodei/agent/agenttest"
 	"github.com/hodei-jobs/hodei/hwp/hwppb"
 )
@@ -168,5 +170,26 @@ func TestTLSIsTheDefaultAndNeedsATrustAnchor(t *testing.T) {
 	}
 	if _, _, err := parse([]string{"-server", "h:1", "-ca-file", "/nonexistent.pem"}, env(nil), io.Discard); err == nil {
 		t.Fatal("parse(-ca-file missing) = nil, want an error")
+	}
+}
+
+// A restarted agent with no token trusts the CA its saved identity pins.
+func TestNoTokenTrustsTheSavedIdentity(t *testing.T) {
+	env := func(string) string { return "" }
+	workDir := t.TempDir()
+	if _, _, err := parse([]string{"-server", "127.0.0.1:7070", "-work-dir", workDir}, env, io.Discard); err == nil {
+		t.Fatal("parse(no token, nothing saved) = nil, want an error")
+	}
+	dir := filepath.Join(workDir, agent.IdentityDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	id := `{"worker_id":"w-1","ca_sha256":"` + strings.Repeat("ab", 32) + `"}`
+	if err := os.WriteFile(filepath.Join(dir, "identity.json"), []byte(id), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := parse([]string{"-server", "127.0.0.1:7070", "-work-dir", workDir}, env, io.Discard)
+	if err != nil || cfg.TLS == nil || cfg.TLS.VerifyConnection == nil {
+		t.Fatalf("parse(no token, saved identity) = TLS %+v, %v; want a pinned TLS config", cfg.TLS, err)
 	}
 }

@@ -215,11 +215,12 @@ type e2eServer struct {
 
 // startE2EServer runs `hodei server` with a bbolt store in a temp dir on
 // port 0, requiring e2eJoinToken from agents, and returns once it prints its addresses. Cleanup stops it with
-// SIGTERM (a clean shutdown) and checks that it exits 0.
-func startE2EServer(t *testing.T, bin string) *e2eServer {
+// SIGTERM (a clean shutdown) and checks that it exits 0. extra flags are
+// appended to the command line (a repeated flag overrides the default).
+func startE2EServer(t *testing.T, bin string, extra ...string) *e2eServer {
 	t.Helper()
-	p := startE2EProc(t, "hodei server", bin, "server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--insecure-plaintext", "--insecure-anonymous", "--join-token", e2eJoinToken, "--heartbeat", e2eHeartbeat.String(), "--shutdown-grace", "2s", "--log-level", "info")
+	p := startE2EProc(t, "hodei server", bin, append([]string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--http", "127.0.0.1:0", "--insecure-plaintext", "--insecure-anonymous", "--join-token", e2eJoinToken, "--heartbeat", e2eHeartbeat.String(), "--shutdown-grace", "2s", "--log-level", "info"}, extra...)...)
 	const prefix = "hodei server listening: grpc "
 	out := p.stdout.waitFor(t, "listening line", p.exited, func(s string) bool {
 		i := strings.Index(s, prefix)

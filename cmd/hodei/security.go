@@ -20,6 +20,15 @@ type serverSecurity struct {
 	joiner hwp.Joiner        // nil: --join-token (static) decides
 	ids    hwp.Identities    // with joiner: 15-minute worker identities
 	authn  api.Authenticator // nil: --insecure-anonymous
+	// With joiner: client certificates for agents (nil without TLS or a CA
+	// key) and the token store's worker revocations.
+	certifier   hwp.Certifier
+	revocations hwp.Revocations
+	// tokens and caFingerprint let providers mint one-time join tokens for
+	// the agents they start (tokens nil: --join-token; fingerprint "":
+	// plaintext).
+	tokens        *auth.Store
+	caFingerprint string
 }
 
 // setupSecurity loads or creates the CA and server certificate, opens the
@@ -31,10 +40,11 @@ func setupSecurity(cmd *cobra.Command, f serverFlags, log *slog.Logger) (serverS
 		return out, err
 	}
 	if f.joinToken == "" {
-		out.joiner = store
+		out.joiner, out.tokens = store, store
 		if out.ids, err = auth.OpenIdentities(f.data, nil, store.WorkerRevoked); err != nil {
 			return out, err
 		}
+		out.revocations = store
 	} else {
 		log.Warn("--join-token: every agent shares one static token; prefer hodei token create --agent")
 	}
@@ -64,6 +74,10 @@ func setupSecurity(cmd *cobra.Command, f serverFlags, log *slog.Logger) (serverS
 		return out, err
 	}
 	out.tls = b.ServerTLS()
-	log.Info("tls on", "ca_sha256", b.Fingerprint())
+	out.caFingerprint = b.Fingerprint()
+	if out.joiner != nil && b.CAKey != nil {
+		out.certifier = b // agents get client certificates: mutual TLS
+	}
+	log.Info("tls on", "ca_sha256", b.Fingerprint(), "client_certificates", out.certifier != nil)
 	return out, nil
 }

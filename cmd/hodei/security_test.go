@@ -94,3 +94,25 @@ func TestTokenCommands(t *testing.T) {
 		t.Fatalf("token list = %d\n%s", code, out)
 	}
 }
+
+func TestWorkerRevokeCommand(t *testing.T) {
+	dir := t.TempDir()
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := Main(t.Context(), append(args, "--data", dir), strings.NewReader(""), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, out, errOut := run("worker", "revoke", "w-123", "--reason", "laptop stolen"); code != 0 || !strings.Contains(out, "revoked worker w-123") {
+		t.Fatalf("worker revoke = %d %q %q", code, out, errOut)
+	}
+	if code, _, _ := run("worker", "revoke"); code != exitUsage {
+		t.Fatalf("worker revoke without an id = %d, want usage", code)
+	}
+	tokens, err := auth.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by, reason, revoked, err := tokens.WorkerRevocation("w-123"); err != nil || !revoked || by != "admin" || reason != "laptop stolen" {
+		t.Fatalf("WorkerRevocation() = %q %q %v", by, reason, revoked)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/logstore"
+	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/replay"
 	"github.com/hodei-jobs/hodei/server"
 )
@@ -31,6 +32,7 @@ type serverFlags struct {
 	insecureAnonymous      bool
 	anchorDir              string
 	anchorEvery            time.Duration
+	providers              string
 }
 
 func newServerCmd() *cobra.Command {
@@ -76,6 +78,7 @@ reads by default. Agents join with tokens from ` + "`hodei token create --agent`
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.anchorDir, "anchor-dir", "", "write a signed anchor of the log head here every --anchor-every (keep it off the data volume)")
 	fl.DurationVar(&f.anchorEvery, "anchor-every", replay.DefaultAnchorEvery, "how often --anchor-dir gets a new anchor")
+	fl.StringVar(&f.providers, "providers", "", "JSON file of providers that start agents on demand (Docker, Kubernetes); see docs/providers.md")
 	return c
 }
 
@@ -114,6 +117,12 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 			cfgLog[i+1] = redactDSN(f.postgres)
 		}
 	}
+	var providers []providerEntry
+	if f.providers != "" {
+		if providers, err = loadProviders(f.providers); err != nil {
+			return usageError("%v", err)
+		}
+	}
 	log.Info("starting hodei server", append([]any{"version", version}, cfgLog...)...)
 	ctx := cmd.Context()
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
@@ -139,7 +148,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	}
 	srv, err := server.New(ctx, store, logs, server.Config{
 		GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, JoinToken: f.joinToken, Version: version, Logger: log,
-		TLS: sec0.tls, Joiner: sec0.joiner, Identities: sec0.ids,
+		TLS: sec0.tls, Joiner: sec0.joiner, Identities: sec0.ids, Certifier: sec0.certifier, Revocations: sec0.revocations,
 		ShutdownGrace: f.shutdownGrace,
 		Core: core.Config{HeartbeatInterval: f.heartbeat, SnapshotDir: filepath.Join(f.data, "snapshots"),
 			Secrets: sec},
@@ -152,18 +161,39 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	var managers []*provider.Manager
+	if providers != nil {
+		if managers, err = startProviders(providers, f.data, f.joinToken, srv.Core(), sec0, log); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "hodei server listening: grpc %s, http %s\n", srv.GRPCAddr(), srv.HTTPAddr())
-	if f.anchorDir == "" {
-		return srv.Run(ctx)
-	}
-	key, err := replay.LoadOrCreateKey(f.data)
-	if err != nil {
-		return err
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error {
-		return (&replay.Anchorer{Store: store, Key: key, Dir: f.anchorDir, Every: f.anchorEvery, Logger: log}).Run(gctx)
-	})
+	if len(managers) > 0 {
+		g.Go(func() error {
+			// Every provider shares the owner id: sweep them all before
+			// any runs (the sweeps record events, so the core must run).
+			for _, m := range managers {
+				if err := m.Sweep(gctx); err != nil {
+					log.Warn("provider sweep at start", "provider", m.Name(), "err", err)
+				}
+			}
+			mg, mctx := errgroup.WithContext(gctx)
+			for _, m := range managers {
+				mg.Go(func() error { return m.Run(mctx) })
+			}
+			return mg.Wait()
+		})
+	}
+	if f.anchorDir != "" {
+		key, err := replay.LoadOrCreateKey(f.data)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			return (&replay.Anchorer{Store: store, Key: key, Dir: f.anchorDir, Every: f.anchorEvery, Logger: log}).Run(gctx)
+		})
+	}
 	return g.Wait()
 }

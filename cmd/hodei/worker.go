@@ -10,11 +10,42 @@ import (
 
 	"github.com/hodei-jobs/hodei/api"
 	"github.com/hodei-jobs/hodei/api/jobpb"
+	"github.com/hodei-jobs/hodei/auth"
 )
 
 func init() {
 	register("worker", newWorkerListCmd)
 	register("worker", newWorkerDrainCmd)
+	register("worker", newWorkerRevokeCmd)
+}
+
+func newWorkerRevokeCmd() *cobra.Command {
+	var data, by, reason string
+	c := &cobra.Command{
+		Use:   "revoke WORKER_ID",
+		Short: "Revoke a worker's identity: its stream is cut and its certificate refused for good",
+		Long: `Revoke a worker's identity (an admin action on the server's data dir, like
+hodei token revoke). Within one heartbeat interval the server cuts the
+worker's stream, records worker.identity_revoked, and from then on refuses
+the worker's client certificate and identity tokens; its agent needs a new
+join token to come back, as a new worker.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := auth.Open(data, nil)
+			if err != nil {
+				return err
+			}
+			if err := store.RevokeWorker(args[0], by, reason); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked worker %s\n", args[0])
+			return err
+		},
+	}
+	addDataFlag(c, &data)
+	c.Flags().StringVar(&by, "by", "admin", "who revokes (recorded in the worker's events)")
+	c.Flags().StringVar(&reason, "reason", "", "why (recorded in the worker's events)")
+	return c
 }
 
 func newWorkerListCmd() *cobra.Command {

@@ -719,15 +719,20 @@ type Hello struct {
 	ProtocolVersion *Version               `protobuf:"bytes,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	Credentials     *Credentials           `protobuf:"bytes,2,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	// agent_id is the worker id from an earlier Welcome; empty on first connect.
-	AgentId       string            `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Name          string            `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Capacity      *Capacity         `protobuf:"bytes,6,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	AgentVersion  string            `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
-	RunningJobs   []*RunningJob     `protobuf:"bytes,8,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
-	Hostname      string            `protobuf:"bytes,9,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Os            string            `protobuf:"bytes,10,opt,name=os,proto3" json:"os,omitempty"`
-	Arch          string            `protobuf:"bytes,11,opt,name=arch,proto3" json:"arch,omitempty"`
+	AgentId      string            `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Name         string            `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Labels       map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Capacity     *Capacity         `protobuf:"bytes,6,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	AgentVersion string            `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	RunningJobs  []*RunningJob     `protobuf:"bytes,8,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
+	Hostname     string            `protobuf:"bytes,9,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Os           string            `protobuf:"bytes,10,opt,name=os,proto3" json:"os,omitempty"`
+	Arch         string            `protobuf:"bytes,11,opt,name=arch,proto3" json:"arch,omitempty"`
+	// csr (optional) is a PKCS#10 certificate request (DER) for the agent's own
+	// key (ECDSA P-256). An admitted agent gets a client certificate for it in
+	// Welcome, signed by the server's CA with its worker id, and dials with it
+	// (mutual TLS) from then on. The request's subject is ignored.
+	Csr           []byte `protobuf:"bytes,12,opt,name=csr,proto3" json:"csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -837,6 +842,13 @@ func (x *Hello) GetArch() string {
 		return x.Arch
 	}
 	return ""
+}
+
+func (x *Hello) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
 }
 
 // JobRef names one attempt.
@@ -1829,8 +1841,14 @@ type Welcome struct {
 	// acked offset. A job the server does not recognise gets a Fence.
 	Resume        []*JobOffset `protobuf:"bytes,7,rep,name=resume,proto3" json:"resume,omitempty"`
 	ServerVersion string       `protobuf:"bytes,8,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// client_certificate (optional) is the agent's client certificate (DER),
+	// for the key of Hello.csr or of the certificate it connected with; its
+	// subject names the worker id. The agent presents it on later connects, and
+	// a connection with it may only speak for that worker.
+	ClientCertificate          []byte                 `protobuf:"bytes,9,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	ClientCertificateExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=client_certificate_expires_at,json=clientCertificateExpiresAt,proto3" json:"client_certificate_expires_at,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -1917,6 +1935,20 @@ func (x *Welcome) GetServerVersion() string {
 		return x.ServerVersion
 	}
 	return ""
+}
+
+func (x *Welcome) GetClientCertificate() []byte {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return nil
+}
+
+func (x *Welcome) GetClientCertificateExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClientCertificateExpiresAt
+	}
+	return nil
 }
 
 // Refused rejects the agent; the server closes the stream after it.
@@ -2287,11 +2319,15 @@ func (x *Drain) GetCancelRunning() bool {
 
 // TokenRefresh rotates the agent's identity token.
 type TokenRefresh struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Token     string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// client_certificate (optional) renews the agent's client certificate (DER,
+	// same key) before it expires.
+	ClientCertificate          []byte                 `protobuf:"bytes,3,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	ClientCertificateExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=client_certificate_expires_at,json=clientCertificateExpiresAt,proto3" json:"client_certificate_expires_at,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *TokenRefresh) Reset() {
@@ -2334,6 +2370,20 @@ func (x *TokenRefresh) GetToken() string {
 func (x *TokenRefresh) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *TokenRefresh) GetClientCertificate() []byte {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return nil
+}
+
+func (x *TokenRefresh) GetClientCertificateExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClientCertificateExpiresAt
 	}
 	return nil
 }
@@ -2449,7 +2499,7 @@ const file_hwp_proto_rawDesc = "" +
 	"sentOffset\x12\x1a\n" +
 	"\bfinished\x18\x05 \x01(\bR\bfinished\x129\n" +
 	"\n" +
-	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xff\x03\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x91\x04\n" +
 	"\x05Hello\x12@\n" +
 	"\x10protocol_version\x18\x01 \x01(\v2\x15.hodei.hwp.v1.VersionR\x0fprotocolVersion\x12;\n" +
 	"\vcredentials\x18\x02 \x01(\v2\x19.hodei.hwp.v1.CredentialsR\vcredentials\x12\x19\n" +
@@ -2462,7 +2512,8 @@ const file_hwp_proto_rawDesc = "" +
 	"\bhostname\x18\t \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\n" +
 	" \x01(\tR\x02os\x12\x12\n" +
-	"\x04arch\x18\v \x01(\tR\x04arch\x1a9\n" +
+	"\x04arch\x18\v \x01(\tR\x04arch\x12\x10\n" +
+	"\x03csr\x18\f \x01(\fR\x03csr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
@@ -2552,7 +2603,7 @@ const file_hwp_proto_rawDesc = "" +
 	"\tJobOffset\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\xab\x03\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\xb9\x04\n" +
 	"\aWelcome\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12@\n" +
 	"\x10protocol_version\x18\x02 \x01(\v2\x15.hodei.hwp.v1.VersionR\x0fprotocolVersion\x12H\n" +
@@ -2561,7 +2612,10 @@ const file_hwp_proto_rawDesc = "" +
 	"\x0eidentity_token\x18\x05 \x01(\tR\ridentityToken\x12J\n" +
 	"\x13identity_expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11identityExpiresAt\x12/\n" +
 	"\x06resume\x18\a \x03(\v2\x17.hodei.hwp.v1.JobOffsetR\x06resume\x12%\n" +
-	"\x0eserver_version\x18\b \x01(\tR\rserverVersion\"\xc0\x02\n" +
+	"\x0eserver_version\x18\b \x01(\tR\rserverVersion\x12-\n" +
+	"\x12client_certificate\x18\t \x01(\fR\x11clientCertificate\x12]\n" +
+	"\x1dclient_certificate_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x1aclientCertificateExpiresAt\"\xc0\x02\n" +
 	"\aRefused\x12.\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1a.hodei.hwp.v1.Refused.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12<\n" +
@@ -2602,11 +2656,13 @@ const file_hwp_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"F\n" +
 	"\x05Drain\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12%\n" +
-	"\x0ecancel_running\x18\x02 \x01(\bR\rcancelRunning\"_\n" +
+	"\x0ecancel_running\x18\x02 \x01(\bR\rcancelRunning\"\xed\x01\n" +
 	"\fTokenRefresh\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"m\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
+	"\x12client_certificate\x18\x03 \x01(\fR\x11clientCertificate\x12]\n" +
+	"\x1dclient_certificate_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x1aclientCertificateExpiresAt\"m\n" +
 	"\x06LogAck\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
@@ -2712,22 +2768,24 @@ var file_hwp_proto_depIdxs = []int32{
 	20, // 34: hodei.hwp.v1.Welcome.limits:type_name -> hodei.hwp.v1.Limits
 	33, // 35: hodei.hwp.v1.Welcome.identity_expires_at:type_name -> google.protobuf.Timestamp
 	21, // 36: hodei.hwp.v1.Welcome.resume:type_name -> hodei.hwp.v1.JobOffset
-	3,  // 37: hodei.hwp.v1.Refused.code:type_name -> hodei.hwp.v1.Refused.Code
-	4,  // 38: hodei.hwp.v1.Refused.server_version:type_name -> hodei.hwp.v1.Version
-	34, // 39: hodei.hwp.v1.Refused.retry_after:type_name -> google.protobuf.Duration
-	31, // 40: hodei.hwp.v1.Assign.env:type_name -> hodei.hwp.v1.Assign.EnvEntry
-	32, // 41: hodei.hwp.v1.Assign.secrets:type_name -> hodei.hwp.v1.Assign.SecretsEntry
-	34, // 42: hodei.hwp.v1.Assign.timeout:type_name -> google.protobuf.Duration
-	34, // 43: hodei.hwp.v1.Assign.cancel_grace:type_name -> google.protobuf.Duration
-	34, // 44: hodei.hwp.v1.Cancel.grace:type_name -> google.protobuf.Duration
-	33, // 45: hodei.hwp.v1.TokenRefresh.expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 46: hodei.hwp.v1.WorkerProtocol.Connect:input_type -> hodei.hwp.v1.AgentMessage
-	19, // 47: hodei.hwp.v1.WorkerProtocol.Connect:output_type -> hodei.hwp.v1.ServerMessage
-	47, // [47:48] is the sub-list for method output_type
-	46, // [46:47] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	33, // 37: hodei.hwp.v1.Welcome.client_certificate_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 38: hodei.hwp.v1.Refused.code:type_name -> hodei.hwp.v1.Refused.Code
+	4,  // 39: hodei.hwp.v1.Refused.server_version:type_name -> hodei.hwp.v1.Version
+	34, // 40: hodei.hwp.v1.Refused.retry_after:type_name -> google.protobuf.Duration
+	31, // 41: hodei.hwp.v1.Assign.env:type_name -> hodei.hwp.v1.Assign.EnvEntry
+	32, // 42: hodei.hwp.v1.Assign.secrets:type_name -> hodei.hwp.v1.Assign.SecretsEntry
+	34, // 43: hodei.hwp.v1.Assign.timeout:type_name -> google.protobuf.Duration
+	34, // 44: hodei.hwp.v1.Assign.cancel_grace:type_name -> google.protobuf.Duration
+	34, // 45: hodei.hwp.v1.Cancel.grace:type_name -> google.protobuf.Duration
+	33, // 46: hodei.hwp.v1.TokenRefresh.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 47: hodei.hwp.v1.TokenRefresh.client_certificate_expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 48: hodei.hwp.v1.WorkerProtocol.Connect:input_type -> hodei.hwp.v1.AgentMessage
+	19, // 49: hodei.hwp.v1.WorkerProtocol.Connect:output_type -> hodei.hwp.v1.ServerMessage
+	49, // [49:50] is the sub-list for method output_type
+	48, // [48:49] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_hwp_proto_init() }

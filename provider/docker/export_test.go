@@ -1,0 +1,4 @@
+package docker
+
+// ExitReason exposes exitReason to the external tests.
+var ExitReason = exitReason
