@@ -73,13 +73,13 @@ crash: ## the long bbolt crash-safety soak (200 SIGKILLs)
 
 .PHONY: generate
 generate: ## regenerate protobuf code (Debian protoc 3.21 + plugins pinned in go.mod)
-	./hwp/hwppb/generate.sh
-	@if [ -x api/jobpb/generate.sh ]; then ./api/jobpb/generate.sh; fi
+	tools/protogen.sh generate hwp/hwppb
+	tools/protogen.sh generate api/jobpb
 
 .PHONY: check-generate
 check-generate: ## fail if committed generated code drifted from the .proto files
-	./hwp/hwppb/check.sh
-	@if [ -x api/jobpb/check.sh ]; then ./api/jobpb/check.sh; fi
+	tools/protogen.sh check hwp/hwppb
+	tools/protogen.sh check api/jobpb
 
 .PHONY: k8s-bins
 k8s-bins: ## build kube-apiserver + etcd once (cached), print their dir for HODEI_K8S_BIN

@@ -2,9 +2,10 @@
 // protoc generates from it (hwp.pb.go, hwp_grpc.pb.go), committed.
 //
 // Do not edit the *.pb.go files: change hwp.proto and run `make generate`
-// (./generate.sh). ./check.sh regenerates into a temp dir and fails when the
-// committed code has drifted. The tools are pinned: Debian's protoc 3.21.12 and
-// the protoc-gen-go / protoc-gen-go-grpc versions in go.mod's tool directives.
+// (tools/protogen.sh). `make check-generate` regenerates into a temp dir and
+// fails when the committed code has drifted. The tools are pinned: Debian's
+// protoc 3.21.12 and the protoc-gen-go / protoc-gen-go-grpc versions in
+// go.mod's tool directives.
 //
 // The only hand-written code here is version.go: the protocol version both the
 // agent and the server compile in. The agent imports this package and nothing
@@ -12,4 +13,4 @@
 // package hwp so generated types stop at the edge.
 package hwppb
 
-//go:generate ./generate.sh
+//go:generate ../../tools/protogen.sh generate hwp/hwppb
