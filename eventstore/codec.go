@@ -161,6 +161,11 @@ func (c *Codec) Decode(env *Envelope) (Event, error) {
 }
 
 func unmarshalPayload(b []byte, v any) error {
+	// The decoder sizes allocations by declared lengths: refuse lengths
+	// the bytes cannot back before it sees them.
+	if err := checkPayload(b); err != nil {
+		return err
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.GetDecoder()
 	defer msgpack.PutDecoder(dec)
@@ -178,9 +183,6 @@ func unmarshalPayload(b []byte, v any) error {
 // DecodeFields decodes a payload into a generic map, for tools that show
 // events of types this binary does not know.
 func DecodeFields(payload []byte) (map[string]any, error) {
-	if err := checkPayload(payload); err != nil {
-		return nil, err
-	}
 	var m map[string]any
 	if err := unmarshalPayload(payload, &m); err != nil {
 		return nil, err
