@@ -50,6 +50,7 @@ func TestCrashSafety(t *testing.T) {
 	var mu sync.Mutex
 	var acks []ack
 	var retries, duplicates atomic.Int64
+	var kills atomic.Int64
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -57,7 +58,10 @@ func TestCrashSafety(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewSource(int64(w)))
-			for i := 0; i < perWriter; i++ {
+			// Write at least perWriter appends, and on until the chaos loop
+			// has killed minKills committers: a fast machine must not end
+			// the test before it exercised crashes.
+			for i := 0; (i < perWriter || kills.Load() < int64(minKills)) && ctx.Err() == nil; i++ {
 				stream := fmt.Sprintf("worker-%d", rng.Intn(16))
 				evs := make([]eventstore.EventData, 1+rng.Intn(3))
 				for j := range evs {
@@ -89,7 +93,6 @@ func TestCrashSafety(t *testing.T) {
 	}
 	go func() { wg.Wait(); close(done) }()
 
-	kills := 0
 	rng := rand.New(rand.NewSource(99))
 	for running := true; running; {
 		select {
@@ -102,14 +105,14 @@ func TestCrashSafety(t *testing.T) {
 					t.Fatalf("pg_terminate_backend: %v", err)
 				}
 				if ok {
-					kills++
+					kills.Add(1)
 				}
 			}
 		}
 	}
-	t.Logf("%d committer backends killed; %d retries, %d of them answered as duplicates", kills, retries.Load(), duplicates.Load())
-	if kills < minKills {
-		t.Fatalf("only %d kills: the test did not exercise crashes", kills)
+	t.Logf("%d committer backends killed; %d retries, %d of them answered as duplicates", kills.Load(), retries.Load(), duplicates.Load())
+	if kills.Load() < int64(minKills) {
+		t.Fatalf("only %d kills: the test did not exercise crashes", kills.Load())
 	}
 
 	all := readAll(t, s)
