@@ -68,8 +68,9 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	auth api.Authenticator
-	ui   bool // serve the web UI
+	auth      api.Authenticator
+	ui        bool // serve the web UI
+	providers func() any
 }
 
 func start(t *testing.T, opts ...harnessOptions) *harness {
@@ -107,7 +108,7 @@ func start(t *testing.T, opts ...harnessOptions) *harness {
 		}
 	}()
 
-	aopts := api.Options{Logger: slog.New(slog.DiscardHandler), Authenticator: o.auth, Keepalive: time.Hour}
+	aopts := api.Options{Logger: slog.New(slog.DiscardHandler), Authenticator: o.auth, Keepalive: time.Hour, Providers: o.providers}
 	if o.ui {
 		aopts.UI = web.Handler()
 	}

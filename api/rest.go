@@ -33,6 +33,7 @@ import (
 //	GET    /api/v1/events                SSE "event" messages (Event): from, stream, type
 //	GET    /api/v1/workers               workers with live telemetry
 //	POST   /api/v1/workers/{id}/drain    drain ({"reason": …} optional)
+//	GET    /api/v1/providers             providers: live instances, failures, next retry
 //	GET    /api/v1/secrets               secret names
 //	PUT    /api/v1/secrets/{name...}     set ({"value": …})
 //	DELETE /api/v1/secrets/{name...}     delete
@@ -54,11 +55,12 @@ func (s *Service) HTTPHandler() http.Handler {
 	route("GET /api/v1/events", s.restEvents)
 	route("GET /api/v1/workers", s.restWorkers)
 	route("POST /api/v1/workers/{id}/drain", s.restDrain)
+	route("GET /api/v1/providers", s.restProviders)
 	route("GET /api/v1/secrets", s.restListSecrets)
 	route("PUT /api/v1/secrets/{name...}", s.restSetSecret)
 	route("DELETE /api/v1/secrets/{name...}", s.restDeleteSecret)
 	route("/api/", func(_ http.ResponseWriter, r *http.Request) error {
-		return status.Errorf(codes.NotFound, "no API route %s %s: see /api/v1/jobs, /api/v1/workers, /api/v1/events, /api/v1/secrets",
+		return status.Errorf(codes.NotFound, "no API route %s %s: see /api/v1/jobs, /api/v1/workers, /api/v1/providers, /api/v1/events, /api/v1/secrets",
 			r.Method, r.URL.Path)
 	})
 	if s.opts.UI != nil {
@@ -572,6 +574,20 @@ func (s *Service) restWorkers(w http.ResponseWriter, r *http.Request) error {
 		out.Workers[i] = WorkerFromPB(wk)
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) restProviders(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if _, err := s.caller(r.Context(), "ListProviders"); err != nil {
+		return err
+	}
+	if s.opts.Providers == nil {
+		return status.Error(codes.NotFound, "no providers are configured (hodei server --providers FILE)")
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"providers": s.opts.Providers()})
 	return nil
 }
 

@@ -314,3 +314,44 @@ func TestRESTAuthenticatorSeesBearer(t *testing.T) {
 		t.Fatalf("access_token = %d", code)
 	}
 }
+
+func TestRESTProviders(t *testing.T) {
+	h := start(t)
+	if code, eb := h.do("GET", "/api/v1/providers", "", nil); code != 404 || !strings.Contains(eb.Error, "--providers") {
+		t.Fatalf("no providers = %d %+v, want 404 naming --providers", code, eb)
+	}
+	h = start(t, harnessOptions{
+		providers: func() any { return []map[string]any{{"name": "docker", "max": 4}} },
+		auth: authFunc(func(op, cred string) (api.Caller, error) {
+			switch {
+			case cred == "":
+				return api.Caller{}, api.ErrUnauthenticated
+			case op != "ListProviders":
+				return api.Caller{}, api.ErrPermissionDenied
+			}
+			return api.Caller{Name: "viewer"}, nil
+		}),
+	})
+	if code, eb := h.do("GET", "/api/v1/providers", "", nil); code != 401 {
+		t.Fatalf("anonymous = %d %+v, want 401", code, eb)
+	}
+	req, _ := http.NewRequestWithContext(h.ctx, "GET", h.http.URL+"/api/v1/providers", nil)
+	req.Header.Set("Authorization", "Bearer v")
+	resp, err := h.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Providers []struct {
+			Name string `json:"name"`
+			Max  int    `json:"max"`
+		} `json:"providers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("providers = %d, %v", resp.StatusCode, err)
+	}
+	if len(body.Providers) != 1 || body.Providers[0].Name != "docker" || body.Providers[0].Max != 4 {
+		t.Errorf("providers = %+v", body.Providers)
+	}
+}

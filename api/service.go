@@ -53,6 +53,11 @@ type Options struct {
 	// UI serves the web UI under /ui/; nil means no UI (the server passes
 	// web.Handler()).
 	UI http.Handler
+	// Providers, when set, reports the state of the providers that start
+	// agents on demand, as JSON-encodable values, for GET /api/v1/providers
+	// (operation ListProviders). nil: the route answers that none are
+	// configured.
+	Providers func() any
 }
 
 // Service is the JobService over a core, a log store and a secret store.

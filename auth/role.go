@@ -42,6 +42,7 @@ var opRole = map[string]Role{
 	"WatchLog":      Viewer,
 	"WatchEvents":   Viewer,
 	"ListWorkers":   Viewer,
+	"ListProviders": Viewer,
 	"SubmitJobs":    Operator,
 	"CancelJob":     Operator,
 	"DrainWorker":   Operator,

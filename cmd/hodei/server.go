@@ -157,15 +157,23 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 	if err != nil {
 		return err
 	}
-	mountAPI(srv, logs, sec, sec0.authn, log)
-	if err := srv.Listen(); err != nil {
-		return err
-	}
 	var managers []*provider.Manager
+	var providerStatus func() any
 	if providers != nil {
 		if managers, err = startProviders(providers, f.data, f.joinToken, srv.Core(), sec0, log); err != nil {
 			return err
 		}
+		providerStatus = func() any {
+			out := make([]provider.Status, len(managers))
+			for i, m := range managers {
+				out[i] = m.Status()
+			}
+			return out
+		}
+	}
+	mountAPI(srv, logs, sec, sec0.authn, providerStatus, log)
+	if err := srv.Listen(); err != nil {
+		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "hodei server listening: grpc %s, http %s\n", srv.GRPCAddr(), srv.HTTPAddr())
 	g, gctx := errgroup.WithContext(ctx)
