@@ -34,34 +34,14 @@ func (c *Core) checkWorkers(ctx context.Context) {
 	for _, w := range c.workers.List() {
 		switch w.Status {
 		case domain.WorkerStatusOnline:
-			c.mu.Lock()
-			last, connected := c.started, false
-			if s := c.sessions[w.ID]; s != nil {
-				last, connected = s.lastSeen, true
-			} else if g, ok := c.gone[w.ID]; ok {
-				last = g
-			}
-			c.mu.Unlock()
+			last, connected := c.lastHeard(w.ID, c.started)
 			if last.IsZero() || now.Sub(last) <= c.cfg.LostAfter {
 				continue
 			}
 			c.log.Warn("worker lost", "worker", w.ID, "last_seen", last, "connected", connected)
-			_, err := c.cmd.Worker(ctx, w.ID, domain.MarkLost{LastSeen: last, Reason: domain.ReasonMissedHeartbeats, At: now},
-				command.Meta{Actor: "system:lifecycle"})
-			if err != nil {
+			if err := c.lose(ctx, w.ID, last, domain.ReasonMissedHeartbeats, "system:lifecycle", now); err != nil {
 				c.log.Error("mark worker lost", "worker", w.ID, "err", err)
-				continue
 			}
-			if connected {
-				// A stream that is open but silent: stop listening to it.
-				c.mu.Lock()
-				if s := c.sessions[w.ID]; s != nil {
-					delete(c.sessions, w.ID)
-					c.gone[w.ID] = s.lastSeen
-				}
-				c.mu.Unlock()
-			}
-			c.failJobsOn(ctx, w.ID, domain.ReasonAgentLost)
 		case domain.WorkerStatusLost, domain.WorkerStatusDeregistered:
 			if w.ActiveJobs > 0 {
 				reason := domain.ReasonAgentLost
@@ -72,6 +52,39 @@ func (c *Core) checkWorkers(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// lastHeard returns when worker id was last heard of: its session's last
+// heartbeat, else when its stream closed, else def. connected reports a
+// session.
+func (c *Core) lastHeard(id string, def time.Time) (last time.Time, connected bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.sessions[id]; s != nil {
+		return s.lastSeen, true
+	}
+	if g, ok := c.gone[id]; ok {
+		return g, false
+	}
+	return def, false
+}
+
+// lose records worker id lost (last heard of at last), stops listening to
+// a stream it may still have open, and fails its active attempts so they
+// are re-queued.
+func (c *Core) lose(ctx context.Context, id string, last time.Time, reason, actor string, now time.Time) error {
+	_, err := c.cmd.Worker(ctx, id, domain.MarkLost{LastSeen: last, Reason: reason, At: now}, command.Meta{Actor: actor})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if s := c.sessions[id]; s != nil {
+		delete(c.sessions, id)
+		c.gone[id] = s.lastSeen
+	}
+	c.mu.Unlock()
+	c.failJobsOn(ctx, id, domain.ReasonAgentLost)
+	return nil
 }
 
 func (c *Core) failJobsOn(ctx context.Context, worker, reason string) {

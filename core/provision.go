@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,15 +41,7 @@ func (c *Core) PendingJobs() []projections.JobView {
 			out = append(out, v)
 		}
 	}
-	slices.SortFunc(out, func(a, b projections.JobView) int {
-		if a.Seq < b.Seq {
-			return -1
-		}
-		if a.Seq > b.Seq {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b projections.JobView) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out
 }
 
@@ -105,25 +98,13 @@ func (c *Core) WorkerGone(ctx context.Context, workerID, reason string) error {
 		return nil
 	}
 	now := c.now()
-	c.mu.Lock()
-	last := now
-	if s := c.sessions[workerID]; s != nil {
-		last = s.lastSeen
-		delete(c.sessions, workerID)
-		c.gone[workerID] = s.lastSeen
-	} else if g, ok := c.gone[workerID]; ok {
-		last = g
-	}
-	c.mu.Unlock()
+	last, _ := c.lastHeard(workerID, now)
 	if last.After(now) {
 		last = now
 	}
-	_, err := c.cmd.Worker(ctx, workerID, domain.MarkLost{LastSeen: last, Reason: reason, At: now},
-		command.Meta{Actor: "system:provider"})
-	if err != nil {
+	if err := c.lose(ctx, workerID, last, reason, "system:provider", now); err != nil {
 		return fmt.Errorf("mark worker %s lost: %w", workerID, err)
 	}
-	c.failJobsOn(ctx, workerID, domain.ReasonAgentLost)
 	return nil
 }
 
