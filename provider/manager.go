@@ -200,7 +200,8 @@ type Manager struct {
 	mu        sync.Mutex
 	starting  map[string]bool      // instance ids whose Start is in flight
 	idleSince map[string]time.Time // connected instance -> idle since
-	drainedAt map[string]time.Time // instance -> when we drained its worker
+	drainedAt map[string]time.Time // instance -> when we drained its idle worker
+	leftAt    map[string]time.Time // instance -> first seen running after its agent left
 	firstSeen map[string]time.Time // pending job -> first seen pending
 	failures  int
 	nextTry   time.Time
@@ -236,6 +237,7 @@ func NewManager(cfg Config, opts Options) (*Manager, error) {
 		cfg: cfg.withDefaults(), opts: opts, actor: "system:provider:" + cfg.Name,
 		log:      opts.Logger.With("provider", cfg.Name, "driver", opts.Driver.Kind()),
 		starting: map[string]bool{}, idleSince: map[string]time.Time{}, drainedAt: map[string]time.Time{},
+		leftAt:    map[string]time.Time{},
 		firstSeen: map[string]time.Time{},
 	}, nil
 }
@@ -446,9 +448,9 @@ func (m *Manager) settleEnded(ctx context.Context, v projections.InstanceView, w
 		// whose process lingers is removed after a grace.
 		if hasWorker && w.Status == domain.WorkerStatusDeregistered {
 			m.mu.Lock()
-			since, ok := m.drainedAt[v.ID]
+			since, ok := m.leftAt[v.ID]
 			if !ok {
-				m.drainedAt[v.ID] = now
+				m.leftAt[v.ID] = now
 			}
 			m.mu.Unlock()
 			if ok && now.Sub(since) > 30*time.Second {
@@ -518,6 +520,7 @@ func (m *Manager) forget(id string) {
 	m.mu.Lock()
 	delete(m.idleSince, id)
 	delete(m.drainedAt, id)
+	delete(m.leftAt, id)
 	m.mu.Unlock()
 }
 
@@ -579,31 +582,37 @@ func (m *Manager) backoff(ctx context.Context, reason string, now time.Time) {
 
 // checkIdle drains a connected agent that ran nothing for IdleTimeout.
 func (m *Manager) checkIdle(ctx context.Context, v projections.InstanceView, w projections.WorkerView, hasWorker bool, now time.Time) {
-	if !hasWorker || w.Status != domain.WorkerStatusOnline {
+	if !hasWorker || w.Status != domain.WorkerStatusOnline || !m.idleDue(v.ID, w, now) {
 		return
 	}
+	_, err := m.opts.Cluster.DrainWorker(ctx, w.ID, m.actor, fmt.Sprintf("idle for %s", m.cfg.IdleTimeout))
+	if err != nil {
+		m.mu.Lock()
+		delete(m.drainedAt, v.ID)
+		m.mu.Unlock()
+		m.log.Warn("drain idle agent", "worker", w.ID, "err", err)
+	}
+}
+
+// idleDue tracks how long instance id's worker has been idle and reports,
+// once, that it has been idle for IdleTimeout (recording the drain).
+func (m *Manager) idleDue(id string, w projections.WorkerView, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if w.ActiveJobs > 0 || w.Draining {
-		delete(m.idleSince, v.ID)
-		return
+		delete(m.idleSince, id)
+		return false
 	}
-	since, ok := m.idleSince[v.ID]
+	since, ok := m.idleSince[id]
 	if !ok {
-		m.idleSince[v.ID] = now
-		return
+		m.idleSince[id] = now
+		return false
 	}
-	if _, drained := m.drainedAt[v.ID]; drained || now.Sub(since) < m.cfg.IdleTimeout {
-		return
+	if _, drained := m.drainedAt[id]; drained || now.Sub(since) < m.cfg.IdleTimeout {
+		return false
 	}
-	m.drainedAt[v.ID] = now
-	m.mu.Unlock()
-	_, err := m.opts.Cluster.DrainWorker(ctx, w.ID, m.actor, fmt.Sprintf("idle for %s", m.cfg.IdleTimeout))
-	m.mu.Lock()
-	if err != nil {
-		delete(m.drainedAt, v.ID)
-		m.log.Warn("drain idle agent", "worker", w.ID, "err", err)
-	}
+	m.drainedAt[id] = now
+	return true
 }
 
 // demand is the queued jobs this provider's agents could run that have
@@ -659,7 +668,7 @@ func (m *Manager) scale(ctx context.Context, now time.Time) {
 	}
 	need := (len(jobs) + slots - 1) / slots
 	if excess := len(coming) - need; excess > 0 {
-		m.trim(ctx, coming, excess, jobs, now)
+		m.trim(ctx, coming, excess, jobs)
 		return
 	}
 	uncovered := len(jobs) - len(coming)*slots
@@ -685,7 +694,7 @@ func (m *Manager) scale(ctx context.Context, now time.Time) {
 
 // trim removes up to excess instances that have not connected, newest
 // first (a just-connected one stays: the scheduler places on it).
-func (m *Manager) trim(ctx context.Context, coming []projections.InstanceView, excess int, jobs []projections.JobView, now time.Time) {
+func (m *Manager) trim(ctx context.Context, coming []projections.InstanceView, excess int, jobs []projections.JobView) {
 	sort.Slice(coming, func(i, j int) bool { return coming[i].RequestedAt.After(coming[j].RequestedAt) })
 	waiting := map[string]bool{}
 	for _, j := range jobs {
@@ -711,27 +720,26 @@ func (m *Manager) trim(ctx context.Context, coming []projections.InstanceView, e
 		if len(gone) > 0 {
 			reason = fmt.Sprintf("not needed any more: job %s no longer waits (cancelled or placed elsewhere)", strings.Join(gone, ", "))
 		}
-		if v.Handle != "" {
-			if err := m.opts.Driver.Remove(ctx, v.Handle); err != nil {
-				m.log.Warn("remove unneeded instance", "instance", v.ID, "err", err)
-				continue
-			}
+		if !m.remove(ctx, v, reason) {
+			continue
 		}
 		m.log.Info("instance not needed", "instance", v.ID, "reason", reason)
-		m.command(ctx, v.ID, domain.TerminateInstance{Reason: reason, At: now})
 		excess--
 	}
 }
 
-func (m *Manager) remove(ctx context.Context, v projections.InstanceView, reason string) {
+// remove deletes an instance from the platform and records why; false
+// when the platform refused (the next pass tries again).
+func (m *Manager) remove(ctx context.Context, v projections.InstanceView, reason string) bool {
 	if v.Handle != "" {
 		if err := m.opts.Driver.Remove(ctx, v.Handle); err != nil {
 			m.log.Warn("remove instance", "instance", v.ID, "err", err)
-			return
+			return false
 		}
 	}
 	m.command(ctx, v.ID, domain.TerminateInstance{Reason: reason, At: m.now()})
 	m.forget(v.ID)
+	return true
 }
 
 func (m *Manager) agentLabels(id string) map[string]string {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/hodei-jobs/hodei/pki"
 )
 
 // OwnerFile holds a server's owner id in its data dir.
@@ -25,11 +27,7 @@ func LoadOwner(dir string) (string, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", fmt.Errorf("owner id: %w", err)
 		}
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
-			return "", fmt.Errorf("owner id: %w", err)
-		}
-		if err := os.Rename(tmp, p); err != nil {
+		if err := pki.WriteFileAtomic(p, []byte(id+"\n")); err != nil {
 			return "", fmt.Errorf("owner id: %w", err)
 		}
 		return id, nil
