@@ -1,6 +1,7 @@
 package eventstore
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -131,5 +132,37 @@ func TestValidateAppendDuplicateIDs(t *testing.T) {
 		if err := ValidateAppend("s", Any, events); !errors.As(err, &ie) || ie.Index != n-1 || ie.Field != "id" {
 			t.Fatalf("%d events, last repeats an id: ValidateAppend() = %v, want an id error at index %d", n, err, n-1)
 		}
+	}
+}
+
+func TestNewIDIsVersion7AndTimeOrdered(t *testing.T) {
+	base := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	var prev ID
+	seen := map[ID]bool{}
+	for i := range 10000 {
+		at := base.Add(time.Duration(i) * 300 * time.Microsecond)
+		id := newIDAt(at)
+		if v := id[6] >> 4; v != 7 {
+			t.Fatalf("id %s: version %d, want 7", id, v)
+		}
+		if id[8]&0xc0 != 0x80 {
+			t.Fatalf("id %s: variant bits %02b, want 10", id, id[8]>>6)
+		}
+		if ms := uint64(id[0])<<40 | uint64(id[1])<<32 | uint64(id[2])<<24 | uint64(id[3])<<16 | uint64(id[4])<<8 | uint64(id[5]); ms != uint64(at.UnixMilli()) {
+			t.Fatalf("id %s: timestamp %d ms, want %d", id, ms, at.UnixMilli())
+		}
+		if i > 0 && bytes.Compare(prev[:], id[:]) >= 0 {
+			t.Fatalf("id %s made 300µs after %s sorts before it", id, prev)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+		prev = id
+	}
+	// Ids made in the same instant still differ in their random bits.
+	a, b := newIDAt(base), newIDAt(base)
+	if a == b {
+		t.Fatalf("two ids at one instant are equal: %s", a)
 	}
 }
