@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Request states: the appender may cancel a pending request; once the
@@ -48,18 +46,17 @@ func (it item) req() *eventstore.AppendRequest { return &it.r.reqs[it.i] }
 // SQL of the append transaction. Positions and hashes are computed in Go
 // between the two pipelines; see commit.
 const (
-	sqlSyncCommit  = "SET LOCAL synchronous_commit TO on"
-	sqlLockStreams = `SELECT s.stream_id, s.version, s.ctid FROM unnest($1::text[]) AS u(stream_id)
-		JOIN es_streams AS s ON s.stream_id = u.stream_id ORDER BY s.stream_id FOR UPDATE OF s`
-	sqlEventsByID = "SELECT " + eventColumns + " FROM es_events WHERE event_id = ANY($1::uuid[])"
+	// streamHeadCache is how many streams' versions the committer keeps.
+	streamHeadCache = 1 << 16
+
+	sqlSyncCommit = "SET LOCAL synchronous_commit TO on"
+	// A stream's version is its last event's, read backwards from the
+	// UNIQUE (stream_id, stream_version) index; 0 for a stream with none.
+	sqlStreamVersions = `SELECT u.stream_id, coalesce(e.v, 0) FROM unnest($1::text[]) AS u(stream_id)
+		LEFT JOIN LATERAL (SELECT stream_version AS v FROM es_events
+			WHERE stream_id = u.stream_id ORDER BY stream_version DESC LIMIT 1) AS e ON true`
+	sqlEventsByID = "SELECT " + EventColumns + " FROM es_events WHERE event_id = ANY($1::uuid[])"
 	sqlLockHead   = "SELECT last_position, last_hash FROM es_head WHERE id FOR UPDATE"
-	// The locked rows cannot move until this transaction updates them, so
-	// the update finds them by ctid, without a second index lookup.
-	sqlUpdateStreams = `UPDATE es_streams AS s SET version = u.version, last_position = u.last_position
-		FROM unnest($1::tid[], $2::bigint[], $3::bigint[]) AS u(row, version, last_position)
-		WHERE s.ctid = u.row`
-	sqlInsertStreams = `INSERT INTO es_streams (stream_id, version, last_position)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])`
 	sqlUpdateHead = "UPDATE es_head SET last_position = $1, last_hash = $2 WHERE id"
 	sqlNotify     = "SELECT pg_notify($1, $2)"
 )
@@ -319,6 +316,7 @@ func dataError(err error) bool {
 // healthy one, telling subscribers if the log grew behind the bus (a commit
 // whose outcome was unknown).
 func (s *Store) recover(ctx context.Context) {
+	s.heads.Purge() // cheap to refill; nothing suspect survives a failure
 	if s.conn == nil {
 		return
 	}
@@ -366,14 +364,17 @@ func (s *Store) commit(ctx context.Context, items []item, results []eventstore.A
 	for _, it := range items {
 		r := it.req()
 		if _, ok := b.locked[r.Stream]; !ok {
-			b.locked[r.Stream] = 0 // until step 1 finds the stream
-			b.streams = append(b.streams, r.Stream)
+			if v, ok := s.heads.Get(r.Stream); ok {
+				b.locked[r.Stream] = v
+			} else {
+				b.locked[r.Stream] = 0 // until step 1 reads the stream's version
+				b.streams = append(b.streams, r.Stream)
+			}
 		}
 		for j := range r.Events {
 			b.ids = append(b.ids, r.Events[j].ID)
 		}
 	}
-	slices.Sort(b.streams)
 
 	tx, err := s.conn.Begin(ctx)
 	if err != nil {
@@ -388,8 +389,11 @@ func (s *Store) commit(ctx context.Context, items []item, results []eventstore.A
 		}
 	}()
 
-	// 1. Lock the streams (sorted), read stored copies of the ids, then lock
-	// the head last: one pipeline, one round trip.
+	// 1. Read the versions of the streams not in the cache and the stored
+	// copies of the ids, and lock the head: one pipeline, one round trip.
+	// Stream versions need no lock: only the holder of the committer lock
+	// appends, and the UNIQUE (stream_id, stream_version) index would
+	// reject a version taken twice all the same.
 	head, err := b.prepare(ctx, tx, checkIDs)
 	if err != nil {
 		return &txError{step: "lock", err: err}
@@ -417,10 +421,7 @@ func (s *Store) commit(ctx context.Context, items []item, results []eventstore.A
 		return nil // conflicts and retries only: the deferred rollback releases the locks
 	}
 
-	// 3. Insert the events (COPY), advance the locked streams and create the
-	// new ones, advance the head, notify. Should another writer have created
-	// a stream meanwhile (there is none while we hold the committer lock),
-	// its primary key fails the insert and the batch runs again.
+	// 3. Insert the events (COPY), advance the head, notify.
 	if err := b.write(ctx, tx, staged, pos, prev); err != nil {
 		return &txError{step: "write", err: err}
 	}
@@ -438,6 +439,9 @@ func (s *Store) commit(ctx context.Context, items []item, results []eventstore.A
 	committed = true
 	s.commits.Add(1)
 	s.committedEvents.Add(uint64(len(staged)))
+	for id := range b.touched {
+		s.heads.Add(id, b.versions[id])
+	}
 
 	// 4. Durable: publish (payloads copied out of the callers' buffers, which
 	// they may reuse once answered).
@@ -573,9 +577,9 @@ type batchBuffers struct {
 	items   []item
 	results []eventstore.AppendOutcome
 
-	streams  []string
+	streams  []string // streams whose versions step 1 reads (not in heads)
 	ids      []eventstore.ID
-	locked   map[string]uint64 // stream -> version as locked in the database (0: none)
+	locked   map[string]uint64 // stream -> committed version, from heads or es_events (0: none)
 	versions map[string]uint64 // stream -> version after the staged events
 	touched  map[string]uint64 // stream -> last staged position
 	stored   map[eventstore.ID]*eventstore.Envelope
@@ -586,28 +590,19 @@ type batchBuffers struct {
 
 	payloadBytes int
 
-	copyBuf []byte                // the binary COPY stream of the events
-	cID     [][16]byte            // event ids to look up
-	exists  map[string]pgtype.TID // streams found (and locked) in es_streams, and their rows
-	uRow    []pgtype.TID          // columns of the streams to advance
-	uVer    []int64
-	uPos    []int64
-	nStream []string // columns of the streams to create
-	nVer    []int64
-	nPos    []int64
+	copyBuf []byte     // the binary COPY stream of the events
+	cID     [][16]byte // event ids to look up
 }
 
 func (b *batchBuffers) reset() {
 	if b.versions == nil {
 		b.locked = map[string]uint64{}
-		b.exists = map[string]pgtype.TID{}
 		b.versions = map[string]uint64{}
 		b.touched = map[string]uint64{}
 		b.stored = map[eventstore.ID]*eventstore.Envelope{}
 		b.stagedAt = map[eventstore.ID]int{}
 	}
 	clear(b.locked)
-	clear(b.exists)
 	clear(b.versions)
 	clear(b.touched)
 	clear(b.stored)
@@ -622,7 +617,9 @@ func (b *batchBuffers) reset() {
 func (b *batchBuffers) prepare(ctx context.Context, tx pgx.Tx, checkIDs bool) (eventstore.Head, error) {
 	var q pgx.Batch
 	q.Queue(sqlSyncCommit)
-	q.Queue(sqlLockStreams, b.streams)
+	if len(b.streams) > 0 {
+		q.Queue(sqlStreamVersions, b.streams)
+	}
 	if checkIDs {
 		ids := b.cID[:0]
 		for _, id := range b.ids {
@@ -633,42 +630,42 @@ func (b *batchBuffers) prepare(ctx context.Context, tx pgx.Tx, checkIDs bool) (e
 	}
 	q.Queue(sqlLockHead)
 	br := tx.SendBatch(ctx, &q)
-	head, err := b.readPrepared(br, checkIDs)
+	head, err := b.readPrepared(br, len(b.streams) > 0, checkIDs)
 	if cerr := br.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	return head, err
 }
 
-func (b *batchBuffers) readPrepared(br pgx.BatchResults, checkIDs bool) (eventstore.Head, error) {
+func (b *batchBuffers) readPrepared(br pgx.BatchResults, streams, checkIDs bool) (eventstore.Head, error) {
 	var head eventstore.Head
 	if _, err := br.Exec(); err != nil {
 		return head, err
 	}
-	rows, err := br.Query()
-	if err != nil {
-		return head, err
-	}
-	for rows.Next() {
-		var id string
-		var v int64
-		var row pgtype.TID
-		if err := rows.Scan(&id, &v, &row); err != nil {
-			rows.Close()
+	if streams {
+		rows, err := br.Query()
+		if err != nil {
 			return head, err
 		}
-		if v < 0 {
-			rows.Close()
-			return head, fmt.Errorf("stream %s: negative version %d in es_streams", id, v)
+		for rows.Next() {
+			var id string
+			var v int64
+			if err := rows.Scan(&id, &v); err != nil {
+				rows.Close()
+				return head, err
+			}
+			if v < 0 {
+				rows.Close()
+				return head, &eventstore.CorruptError{Reason: fmt.Sprintf("stream %s: negative version %d in es_events", id, v)}
+			}
+			b.locked[id] = uint64(v)
 		}
-		b.locked[id] = uint64(v)
-		b.exists[id] = row
-	}
-	if err := rows.Err(); err != nil {
-		return head, err
+		if err := rows.Err(); err != nil {
+			return head, err
+		}
 	}
 	if checkIDs {
-		rows, err = br.Query()
+		rows, err := br.Query()
 		if err != nil {
 			return head, err
 		}
@@ -702,12 +699,10 @@ func (b *batchBuffers) readPrepared(br pgx.BatchResults, checkIDs bool) (eventst
 func (b *batchBuffers) write(ctx context.Context, tx pgx.Tx, staged []eventstore.Envelope, last uint64, lastHash eventstore.Hash) error {
 	// The events go in with COPY in binary format, encoded here: no
 	// per-value boxing, and the server parses fixed-width fields.
-	buf := append(b.copyBuf[:0], copyHeader...)
+	buf := AppendCopy(b.copyBuf[:0], staged)
 	for i := range staged {
-		buf = appendCopyRow(buf, &staged[i])
 		b.payloadBytes += len(staged[i].Payload)
 	}
-	buf = append(buf, 0xff, 0xff) // trailer: field count -1
 	b.copyBuf = buf
 	if _, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(buf), sqlCopy); err != nil {
 		// pgx may still be reading buf on its own goroutine when a broken
@@ -719,32 +714,7 @@ func (b *batchBuffers) write(ctx context.Context, tx pgx.Tx, staged []eventstore
 		b.copyBuf = nil // do not keep a huge buffer after a huge batch
 	}
 
-	// Advance the streams that existed (their rows are locked) and create
-	// the new ones.
-	b.uRow, b.uVer, b.uPos = b.uRow[:0], b.uVer[:0], b.uPos[:0]
-	b.nStream, b.nVer, b.nPos = b.nStream[:0], b.nVer[:0], b.nPos[:0]
-	for _, id := range b.streams {
-		p, ok := b.touched[id]
-		row, exists := b.exists[id]
-		switch {
-		case !ok:
-		case exists:
-			b.uRow = append(b.uRow, row)
-			b.uVer = append(b.uVer, int64(b.versions[id]))
-			b.uPos = append(b.uPos, int64(p))
-		default:
-			b.nStream = append(b.nStream, id)
-			b.nVer = append(b.nVer, int64(b.versions[id]))
-			b.nPos = append(b.nPos, int64(p))
-		}
-	}
 	var q pgx.Batch
-	if len(b.uRow) > 0 {
-		q.Queue(sqlUpdateStreams, b.uRow, b.uVer, b.uPos)
-	}
-	if len(b.nStream) > 0 {
-		q.Queue(sqlInsertStreams, b.nStream, b.nVer, b.nPos)
-	}
 	q.Queue(sqlUpdateHead, int64(last), lastHash[:])
 	q.Queue(sqlNotify, NotifyChannel, strconv.FormatUint(last, 10))
 	br := tx.SendBatch(ctx, &q)
@@ -758,13 +728,27 @@ func (b *batchBuffers) write(ctx context.Context, tx pgx.Tx, staged []eventstore
 	return err
 }
 
-// sqlCopy loads es_events rows in eventColumns order.
-const sqlCopy = "COPY es_events (" + eventColumns + ") FROM STDIN (FORMAT binary)"
+// sqlCopy loads es_events rows in EventColumns order.
+const sqlCopy = "COPY es_events (" + EventColumns + ") FROM STDIN (FORMAT binary)"
+
+// AppendCopy appends evs to buf as one complete binary COPY stream (header,
+// a tuple per envelope in EventColumns order, trailer), as the committer
+// sends it to "COPY es_events (EventColumns) FROM STDIN (FORMAT binary)".
+// The envelopes are taken as they are: positions, versions and hashes are
+// the caller's. Benchmarks use it to load a table shaped like es_events
+// with exactly the committer's bytes.
+func AppendCopy(buf []byte, evs []eventstore.Envelope) []byte {
+	buf = append(buf, copyHeader...)
+	for i := range evs {
+		buf = appendCopyRow(buf, &evs[i])
+	}
+	return append(buf, 0xff, 0xff) // trailer: field count -1
+}
 
 // copyHeader starts a binary COPY stream: signature, flags, extension length.
 var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 
-// appendCopyRow appends e as one binary COPY tuple of eventColumns: a field
+// appendCopyRow appends e as one binary COPY tuple of EventColumns: a field
 // count, then each field as a length and its binary form (bigint and integer
 // big-endian, text as UTF-8, uuid as 16 bytes, bytea as is).
 func appendCopyRow(buf []byte, e *eventstore.Envelope) []byte {
@@ -821,9 +805,8 @@ func (s *Store) connectCommitter(ctx context.Context) error {
 		return fail(fmt.Errorf("connect committer: %w", err))
 	}
 	// The committer's statements touch a few hundred rows by key: index
-	// lookups in nested loops are right whatever the planner's (often stale,
-	// for es_streams) estimates say, and one generic plan saves planning
-	// every batch.
+	// lookups in nested loops are right whatever the planner's (often stale)
+	// estimates say, and one generic plan saves planning every batch.
 	if _, err := conn.Exec(ctx, committerSettings); err != nil {
 		return fail(fmt.Errorf("connect committer: settings: %w", err))
 	}
@@ -839,6 +822,7 @@ func (s *Store) connectCommitter(ctx context.Context) error {
 		return fail(fmt.Errorf("connect committer: %w", err))
 	}
 	s.conn = conn
+	s.heads.Purge() // another committer may have appended since
 	s.leaderPID.Store(conn.PgConn().PID())
 	s.bus.Advance(head.Position)
 	return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/jackc/pgx/v5"
@@ -194,8 +193,8 @@ func (s *Store) runImport(r *importRequest) {
 }
 
 // importTx writes envs in one transaction with the append path's statements:
-// lock the streams (sorted) and the head, check that envs follow the head and
-// the streams' versions, COPY the rows, advance streams and head, notify,
+// read the streams' versions and lock the head, check that envs follow the
+// head and the streams' versions, COPY the rows, advance the head, notify,
 // commit, publish. A refusal rolls back: nothing is written.
 func (s *Store) importTx(ctx context.Context, envs []eventstore.Envelope) error {
 	b := &s.buf
@@ -203,11 +202,10 @@ func (s *Store) importTx(ctx context.Context, envs []eventstore.Envelope) error 
 	for i := range envs {
 		id := envs[i].StreamID
 		if _, ok := b.locked[id]; !ok {
-			b.locked[id] = 0 // until prepare finds the stream
+			b.locked[id] = 0 // until prepare reads the stream's version
 			b.streams = append(b.streams, id)
 		}
 	}
-	slices.Sort(b.streams)
 
 	tx, err := s.conn.Begin(ctx)
 	if err != nil {
@@ -258,6 +256,9 @@ func (s *Store) importTx(ctx context.Context, envs []eventstore.Envelope) error 
 		return &txError{step: "commit", err: err, unknown: unknown}
 	}
 	committed = true
+	for id := range b.touched {
+		s.heads.Add(id, b.versions[id])
+	}
 
 	// Publish copies: envs and their payloads stay the caller's.
 	pub := make([]eventstore.Envelope, len(envs))

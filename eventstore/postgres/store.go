@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -166,8 +167,12 @@ type Store struct {
 	inflight sync.WaitGroup // appenders between the closed check and the hand-over
 
 	// Owned by the committer goroutine.
-	conn      *pgx.Conn // holds the committer lock; nil while not the committer
-	buf       batchBuffers
+	conn *pgx.Conn // holds the committer lock; nil while not the committer
+	buf  batchBuffers
+	// heads caches streams' versions as committed. It is exact while conn
+	// holds the committer lock (nobody else appends) and is emptied whenever
+	// the committer connects and after any failed transaction.
+	heads     *simplelru.LRU[string, uint64]
 	prevBatch int // requests in the previous batch
 
 	leaderPID       atomic.Uint32 // backend pid of conn, 0 when none
@@ -224,6 +229,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		quit:          make(chan struct{}),
 		committerDone: make(chan struct{}),
 		listenerDone:  make(chan struct{}),
+	}
+	if s.heads, err = simplelru.NewLRU[string, uint64](streamHeadCache, nil); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open: %w", err)
 	}
 	if opts.BeforeCommit != nil {
 		fn := opts.BeforeCommit
@@ -361,9 +370,9 @@ func validate(r *eventstore.AppendRequest) error {
 	return nil
 }
 
-// eventColumns are the es_events columns in Envelope order, as scanEnvelope
-// reads them.
-const eventColumns = `global_position, stream_id, stream_version, event_type, schema_version, event_id,
+// EventColumns are the es_events columns in Envelope order, as scanEnvelope
+// reads them and AppendCopy encodes them.
+const EventColumns = `global_position, stream_id, stream_version, event_type, schema_version, event_id,
 	recorded_at, actor, correlation_id, causation_id, payload, prev_hash, hash`
 
 // ReadStream implements eventstore.Store.
@@ -377,7 +386,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, limi
 	if limit <= 0 || from > math.MaxInt64 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, "SELECT "+eventColumns+
+	rows, err := s.pool.Query(ctx, "SELECT "+EventColumns+
 		" FROM es_events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3",
 		stream, int64(from), limit)
 	if err != nil {
@@ -401,7 +410,7 @@ func (s *Store) ReadAll(ctx context.Context, from uint64, limit int) ([]eventsto
 	if limit <= 0 || from > math.MaxInt64 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, "SELECT "+eventColumns+
+	rows, err := s.pool.Query(ctx, "SELECT "+EventColumns+
 		" FROM es_events WHERE global_position >= $1 ORDER BY global_position LIMIT $2", int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read all from %d: %w", from, err)
@@ -473,7 +482,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// scanEnvelopes reads rows of eventColumns. Rows that break the table's own
+// scanEnvelopes reads rows of EventColumns. Rows that break the table's own
 // invariants are reported as *eventstore.CorruptError naming the position.
 func scanEnvelopes(rows pgx.Rows, limit int) ([]eventstore.Envelope, error) {
 	defer rows.Close()

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/hodei-jobs/hodei/eventstore/eventstoretest"
 	"github.com/hodei-jobs/hodei/eventstore/postgres"
@@ -282,5 +284,53 @@ func TestReadOnly(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStreamVersionsAfterTakeover: the committer caches stream versions;
+// when another process appended while it had lost the committer lock, it
+// must read them again rather than trust the cache.
+func TestStreamVersionsAfterTakeover(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := open(t, dsn, postgres.Options{})
+	if _, err := a.Append(ctx, "job-1", eventstore.NoStream, []eventstore.EventData{newEvent(1)}); err != nil {
+		t.Fatal(err)
+	}
+	b := open(t, dsn, postgres.Options{Standby: true, LockPollInterval: 10 * time.Millisecond})
+
+	// Kill a's committer session: its lock dies with it and b takes over.
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", int32(a.CommitterPID())); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Append(ctx, "job-1", eventstore.Exact(1), []eventstore.EventData{newEvent(2)})
+	if err != nil || res.Version != 2 {
+		t.Fatalf("b.Append(job-1 at 1) = %+v, %v; want version 2", res, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// a finds its connection gone (the first append may fail with that),
+	// reconnects, and must see version 2, not its cached 1.
+	for attempt := 1; ; attempt++ {
+		res, err = a.Append(ctx, "job-1", eventstore.Exact(2), []eventstore.EventData{newEvent(3)})
+		var vc *eventstore.VersionConflictError
+		if errors.As(err, &vc) {
+			t.Fatalf("a.Append(job-1 at 2) after the takeover = %v: the committer trusted a stale cached version", err)
+		}
+		if err == nil || attempt == 5 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || res.Version != 3 || res.FirstPosition != 3 {
+		t.Fatalf("a.Append(job-1 at 2) = %+v, %v; want version 3 at position 3", res, err)
 	}
 }
