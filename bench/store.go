@@ -29,6 +29,12 @@ type Target interface {
 	RawLoop(ctx context.Context, records, batchSize, recordSize int) (perSec float64, err error)
 }
 
+// KVRawLooper is a Target with a second raw loop, into a plain key/value
+// table, when its RawLoop writes rows shaped like the store's.
+type KVRawLooper interface {
+	RawKVLoop(ctx context.Context, records, batchSize, recordSize int) (perSec float64, err error)
+}
+
 // Opened is a fresh store opened by a Target.
 type Opened struct {
 	Store eventstore.Store
@@ -100,6 +106,11 @@ type StoreResult struct {
 	RawEventsPerSec map[string]float64 `json:"raw_events_per_sec"`
 	// Ratio is EventsPerSec / RawEventsPerSec.
 	Ratio map[string]float64 `json:"ratio"`
+	// RawKVEventsPerSec and RatioKV are a second, looser limit where the
+	// target has one (KVRawLooper): the same number of records of the same
+	// size into the engine's plainest keyed table.
+	RawKVEventsPerSec map[string]float64 `json:"raw_kv_events_per_sec,omitempty"`
+	RatioKV           map[string]float64 `json:"ratio_kv,omitempty"`
 	// AvgBatch is the events per commit the store's group commit achieved.
 	AvgBatch map[string]float64 `json:"avg_batch"`
 	// Events is how many events each run appended.
@@ -158,8 +169,8 @@ func Store(ctx context.Context, cfg StoreConfig) (StoreResult, error) {
 			return res, fmt.Errorf("bench store: %d appenders", n)
 		}
 		type pair struct {
-			run runResult
-			raw float64
+			run        runResult
+			raw, rawKV float64
 		}
 		var pairs []pair
 		for i := 0; i < cfg.Repeat; i++ {
@@ -172,12 +183,25 @@ func Store(ctx context.Context, cfg StoreConfig) (StoreResult, error) {
 			if err != nil {
 				return res, fmt.Errorf("bench store: raw loop, %d records in transactions of %d: %w", r.events, batch, err)
 			}
+			var kv float64
+			if l, ok := cfg.Target.(KVRawLooper); ok {
+				if kv, err = l.RawKVLoop(ctx, int(r.events), batch, cfg.EventBytes); err != nil {
+					return res, fmt.Errorf("bench store: key/value raw loop, %d records in transactions of %d: %w", r.events, batch, err)
+				}
+			}
 			cfg.progress("%4d appenders, run %d: %9.0f events/s, %.1f per commit; raw loop %9.0f records/s; ratio %.2f",
 				n, i+1, r.perSec, r.avgBatch, rr, r.perSec/rr)
-			pairs = append(pairs, pair{r, rr})
+			pairs = append(pairs, pair{r, rr, kv})
 		}
 		slices.SortFunc(pairs, func(a, b pair) int { return cmp.Compare(a.run.perSec/a.raw, b.run.perSec/b.raw) })
-		run, raw := pairs[len(pairs)/2].run, pairs[len(pairs)/2].raw
+		run, raw, rawKV := pairs[len(pairs)/2].run, pairs[len(pairs)/2].raw, pairs[len(pairs)/2].rawKV
+		if rawKV > 0 {
+			if res.RawKVEventsPerSec == nil {
+				res.RawKVEventsPerSec, res.RatioKV = map[string]float64{}, map[string]float64{}
+			}
+			res.RawKVEventsPerSec[strconv.Itoa(n)] = round(rawKV)
+			res.RatioKV[strconv.Itoa(n)] = math.Round(run.perSec/rawKV*1000) / 1000
+		}
 		k := strconv.Itoa(n)
 		res.EventsPerSec[k] = round(run.perSec)
 		res.EventsPerSecWithClose[k] = round(run.perSecWithClose)
