@@ -88,7 +88,7 @@
 // whenever the committer (re)connects and after every failed transaction.
 // (Migration 1 kept versions in an es_streams table, locked and updated by
 // every append; that cost a row lock, a heap update and their WAL per stream
-// per batch, a fifth of the committer's time, and migration 2 drops it.)
+// per batch, and migration 2 drops it.)
 //
 // If the connection fails while COMMIT is in flight, the appends fail with
 // ErrCommitUnknown: they may be stored. Retrying them with the same event
