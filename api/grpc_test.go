@@ -36,6 +36,27 @@ type logResult struct {
 // watchLog reads a WatchLog stream to its end in a goroutine.
 func (h *harness) watchLog(req *jobpb.WatchLogRequest) <-chan logResult {
 	h.t.Helper()
+	return h.watchLogNotify(req, nil)
+}
+
+// watchLogStarted is watchLog that returns once the first chunk arrived:
+// the server has taken the request and chosen its attempt.
+func (h *harness) watchLogStarted(req *jobpb.WatchLogRequest) <-chan logResult {
+	h.t.Helper()
+	first := make(chan struct{})
+	out := h.watchLogNotify(req, first)
+	select {
+	case <-first:
+	case <-h.ctx.Done():
+		h.t.Fatal("WatchLog sent nothing before the deadline")
+	}
+	return out
+}
+
+// watchLogNotify is watchLog that closes first (if not nil) when the first
+// chunk arrives.
+func (h *harness) watchLogNotify(req *jobpb.WatchLogRequest, first chan struct{}) <-chan logResult {
+	h.t.Helper()
 	stream, err := h.client.WatchLog(h.ctx, req)
 	if err != nil {
 		h.t.Fatalf("WatchLog() = %v", err)
@@ -63,6 +84,10 @@ func (h *harness) watchLog(req *jobpb.WatchLogRequest) <-chan logResult {
 				r.attempts = append(r.attempts, c.GetAttempt())
 			}
 			r.data = append(r.data, c.GetData()...)
+			if first != nil {
+				close(first)
+				first = nil
+			}
 		}
 	}()
 	return out
@@ -145,7 +170,9 @@ func TestWatchLogFollowsRequeuedAttempts(t *testing.T) {
 	as1 := h.assignment(a1)
 	h.run(w1, as1)
 	h.write(as1, "one\n")
-	logs := h.watchLog(&jobpb.WatchLogRequest{JobId: job.GetId(), Follow: true})
+	// Attempt 0 starts at the attempt current when the server takes the
+	// request: wait for its first chunk before the job is re-queued.
+	logs := h.watchLogStarted(&jobpb.WatchLogRequest{JobId: job.GetId(), Follow: true})
 
 	w2, a2 := h.connect("w2", 1)
 	h.core.Disconnect(w1, a1)
