@@ -63,7 +63,7 @@ type Options struct {
 // Service is the JobService over a core, a log store and a secret store.
 type Service struct {
 	core    *core.Core
-	logs    *logstore.Store
+	logs    logstore.Logs
 	secrets *secrets.Store // nil: secret operations fail
 	opts    Options
 	log     *slog.Logger
@@ -76,7 +76,7 @@ type Service struct {
 
 // New returns the API over c. logs serves WatchLog; secrets (may be nil)
 // serves the secret operations.
-func New(c *core.Core, logs *logstore.Store, sec *secrets.Store, opts Options) *Service {
+func New(c *core.Core, logs logstore.Logs, sec *secrets.Store, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -67,7 +67,7 @@ type AgentServerConfig struct {
 type AgentServer struct {
 	srv    *server.Server
 	store  eventstore.Store
-	logs   *logstore.Store
+	logs   logstore.Logs
 	tmp    string // removed by Close ("" when Dir was given)
 	grace  time.Duration
 	base   context.Context // parent of followers; ends at Close
@@ -335,7 +335,7 @@ type logChunk struct {
 type jobLog struct {
 	s      *AgentServer
 	id     string
-	f      *logstore.Follower
+	f      logstore.Cursor
 	ctx    context.Context // the follower's: ends at Stop or at the server's Close
 	cancel context.CancelFunc
 

@@ -105,40 +105,33 @@
 // is on disk. Appends to one log are serialised; different logs proceed in
 // parallel.
 //
+// # The port and its adapters
+//
+// Logs is the port: the server, the API and the bench take a Logs, never a
+// *Store, and only cmd picks the adapter. Follow returns a Cursor (a
+// *Follower here). Every adapter passes the conformance suite in
+// logstore/logstoretest, which encodes this contract: offsets and acks,
+// Finish's check, Seal, the size limit with exactly the TruncationMarker
+// line, reads, attempts, followers and their endings, bad input and Close.
+//
 // # With the PostgreSQL event store
 //
-// Logs stay in files under the server's data dir whichever event store is
-// used: they are large, append-mostly, not events, and need no transactions
-// with the events. That holds while one server process owns the jobs. A
-// deployment with several server processes behind one PostgreSQL would need
-// a shared log store; a table-backed one would keep
+// A server started with --postgres keeps the job logs in the same database
+// as its events, in tables of their own (logstore/postgres):
 //
-//	job_log_chunks(job_id, attempt, offset, data bytea, primary key (job_id, attempt, offset))
-//	job_logs(job_id, attempt, size, received, truncated_at, finished, ... )
+//	job_logs(job_id, attempt, size, received, crc, truncated_at, finished_at, sealed, ...)
+//	job_log_chunks(job_id, attempt, off, data bytea, primary key (job_id, attempt, off))
 //
-// append in one transaction per batch of chunks (insert at offset = size,
-// update size), wake followers with LISTEN/NOTIFY on (job_id, attempt), and
-// read by offset with a range query on the chunks' key. Consumers should
-// depend only on the methods they use, declared on their side, e.g.:
-//
-//	// in hwp: where agents' chunks go (*logstore.Store satisfies it)
-//	type LogSink interface {
-//		Append(jobID string, attempt uint32, offset uint64, data []byte) (acked uint64, err error)
-//		Finish(jobID string, attempt uint32, totalBytes uint64, crc32c uint32) error
-//		Seal(jobID string, attempt uint32) error
-//	}
-//
-//	// in the API: what viewers read
-//	type LogSource interface {
-//		Follow(ctx context.Context, jobID string, attempt uint32, from uint64) (io.ReadCloser, error)
-//		Stat(jobID string, attempt uint32) (logstore.Stat, error)
-//	}
-//
-// (Go has no covariant results, so the wiring adapts Store.Follow's
-// *Follower to io.ReadCloser in one line.) A table-backed store would
-// implement the same methods with the same error contract (ErrGap,
-// ErrFinished, ErrMismatch, ErrNotFound, ErrInvalid) and a follower with the
-// same ending rules (io.EOF when finished, the context's error, ErrClosed).
+// with their own migration record (job_log_migrations); the event store's
+// es_* tables and roles are not touched. The data dir then holds no logs.
+// The contract is the same; what differs is where bytes are durable:
+// Append commits asynchronously (synchronous_commit = off: visible at once,
+// flushed by PostgreSQL's WAL writer within a fraction of a second, the
+// counterpart of the periodic fsync here), while Finish, Seal and truncation
+// commit synchronously. Followers read by offset with a range query, are
+// woken in-process by Append at once and across processes by LISTEN/NOTIFY,
+// and poll as a fallback. Without --postgres (bbolt) the logs stay in files
+// under <data dir>/logs, as described above.
 //
 // Not here: retention (deleting old jobs' logs), compression, and
 // authorisation, which belongs to the API layer.

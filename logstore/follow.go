@@ -26,17 +26,17 @@ type Follower struct {
 	holding bool  // l's reference not yet released
 }
 
-// Follow returns a Follower of the attempt's log from stored offset from
-// (see Stat for stored and agent offsets). Attempt 0 means the job's latest
-// attempt that has a log, resolved now (ErrNotFound when none has); a viewer
-// that wants every attempt follows each in turn (Attempts lists them). A
-// given attempt that has no log yet is waited for: the follower sees its
-// bytes once they arrive, and io.EOF if it is sealed.
+// Follow returns a Follower (as a Cursor, see Logs) of the attempt's log
+// from stored offset from (see Stat for stored and agent offsets). Attempt 0
+// means the job's latest attempt that has a log, resolved now (ErrNotFound
+// when none has); a viewer that wants every attempt follows each in turn
+// (Attempts lists them). A given attempt that has no log yet is waited for:
+// the follower sees its bytes once they arrive, and io.EOF if it is sealed.
 //
 // The follower ends with io.EOF at the end of a finished log, with the
 // context's error, or with ErrClosed when the store closes. Close it when
 // done; it is released automatically once it has ended.
-func (s *Store) Follow(ctx context.Context, jobID string, attempt uint32, from uint64) (*Follower, error) {
+func (s *Store) Follow(ctx context.Context, jobID string, attempt uint32, from uint64) (Cursor, error) {
 	k, err := newKey(jobID, attempt, true)
 	if err != nil {
 		return nil, fmt.Errorf("follow: %w", err)

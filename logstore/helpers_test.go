@@ -70,7 +70,7 @@ type followResult struct {
 
 // follow drains f in a goroutine with buffers of random sizes; the result
 // arrives on the returned channel.
-func follow(f *Follower, seed uint64) <-chan followResult {
+func follow(f Cursor, seed uint64) <-chan followResult {
 	out := make(chan followResult, 1)
 	go func() {
 		defer f.Close()

@@ -26,50 +26,14 @@ func TestDependencies(t *testing.T) {
 	deptest.Check(t, deptest.Module+"logstore", func(string) bool { return false })
 }
 
-func TestAppendIsIdempotentByOffset(t *testing.T) {
-	s := openStore(t, "", Options{})
-	steps := []struct {
-		off     uint64
-		data    string
-		wantAck uint64
-		wantGap bool
-	}{
-		{0, "hello", 5, false},
-		{0, "hello", 5, false},  // duplicate
-		{3, "lo wor", 9, false}, // overlaps the end
-		{2, "ll", 9, false},     // entirely below the end
-		{12, "x", 9, true},      // gap
-		{9, "", 9, false},       // empty at the end
-		{10, "", 9, true},       // empty beyond the end is still a gap
-		{9, "ld", 11, false},    // continues
-		{0, "hello world", 11, false},
-	}
-	for _, st := range steps {
-		ack, err := s.Append("job-1", 1, st.off, []byte(st.data))
-		if ack != st.wantAck {
-			t.Errorf("Append(off %d, %q) ack = %d, want %d", st.off, st.data, ack, st.wantAck)
-		}
-		if !st.wantGap {
-			if err != nil {
-				t.Errorf("Append(off %d, %q) = %v, want nil", st.off, st.data, err)
-			}
-			continue
-		}
-		var gap *GapError
-		if !errors.As(err, &gap) || !errors.Is(err, ErrGap) || gap.Want != 9 || gap.Got != st.off {
-			t.Errorf("Append(off %d, %q) = %v, want a *GapError{Want: 9, Got: %d}", st.off, st.data, err, st.off)
-		}
-	}
-	if got := readAll(t, s, "job-1", 1); string(got) != "hello world" {
-		t.Errorf("stored %q, want %q", got, "hello world")
-	}
-	st, err := s.Stat("job-1", 1)
-	if err != nil || st.Size != 11 || st.Received != 11 || st.Finished || st.Truncated {
-		t.Errorf("Stat() = %+v, %v", st, err)
-	}
+// The contract every adapter shares (offsets, acks, Finish, Seal, limits,
+// reads, followers) is tested by logstoretest in conformance_test.go; the
+// tests here cover what is particular to files.
 
-	// A new log must start at 0.
-	_, err = s.Append("job-2", 1, 5, []byte("x"))
+// A rejected first chunk creates no directory.
+func TestGapCreatesNothing(t *testing.T) {
+	s := openStore(t, "", Options{})
+	_, err := s.Append("job-2", 1, 5, []byte("x"))
 	if gap := (*GapError)(nil); !errors.As(err, &gap) || gap.Want != 0 {
 		t.Errorf("Append(new log, off 5) = %v, want a gap from 0", err)
 	}
@@ -160,128 +124,6 @@ func FuzzJobID(f *testing.F) {
 	})
 }
 
-func TestFinishChecksLengthAndCRC(t *testing.T) {
-	s := openStore(t, "", Options{})
-	data := []byte("line 1\r\nline 2\r\n")
-	mustAppend(t, s, "ok", 1, 0, data, uint64(len(data)))
-	mustAppend(t, s, "bad", 1, 0, data, uint64(len(data)))
-	mustAppend(t, s, "short", 1, 0, data, uint64(len(data)))
-	mustAppend(t, s, "long", 1, 0, data, uint64(len(data)))
-
-	if err := s.Finish("ok", 1, uint64(len(data)), crc(data)); err != nil {
-		t.Errorf("Finish(ok) = %v", err)
-	}
-	if err := s.Finish("ok", 1, uint64(len(data)), crc(data)); err != nil {
-		t.Errorf("Finish(ok) again = %v, want nil (repeats are harmless)", err)
-	}
-	if err := s.Finish("ok", 1, uint64(len(data)), crc(data)+1); !errors.Is(err, ErrFinished) {
-		t.Errorf("Finish(ok, other crc) = %v, want ErrFinished", err)
-	}
-
-	err := s.Finish("bad", 1, uint64(len(data)), crc(data)^1)
-	var me *MismatchError
-	if !errors.Is(err, ErrMismatch) || !errors.As(err, &me) ||
-		*me != (MismatchError{StoredBytes: uint64(len(data)), StoredCRC: crc(data), AgentBytes: uint64(len(data)), AgentCRC: crc(data) ^ 1}) {
-		t.Errorf("Finish(bad crc) = %#v, want a *MismatchError", err)
-	}
-	if err2 := s.Finish("bad", 1, uint64(len(data)), crc(data)^1); err2 == nil || err2.Error() != err.Error() {
-		t.Errorf("Finish(bad crc) again = %v, want %v", err2, err)
-	}
-	if st, _ := s.Stat("bad", 1); !st.Finished || !st.Mismatch || !st.CRCChecked {
-		t.Errorf("Stat(bad) = %+v, want finished with a recorded mismatch", st)
-	}
-
-	// More bytes reported than stored: nothing is recorded, resend.
-	err = s.Finish("short", 1, uint64(len(data))+5, 0)
-	var gap *GapError
-	if !errors.As(err, &gap) || gap.Want != uint64(len(data)) || gap.Got != uint64(len(data))+5 {
-		t.Errorf("Finish(more than stored) = %v, want a *GapError", err)
-	}
-	if st, _ := s.Stat("short", 1); st.Finished {
-		t.Errorf("Stat(short) = %+v, want not finished", st)
-	}
-	// Fewer bytes reported than stored: a mismatch.
-	if err := s.Finish("long", 1, 3, crc(data[:3])); !errors.Is(err, ErrMismatch) {
-		t.Errorf("Finish(fewer than stored) = %v, want ErrMismatch", err)
-	}
-
-	// After a restart the CRC is computed from the file.
-	dir := s.dir
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir, Options{})
-	if err := s.Finish("short", 1, uint64(len(data)), crc(data)); err != nil {
-		t.Errorf("Finish(short) after reopen = %v", err)
-	}
-	if err := s.Finish("bad", 1, uint64(len(data)), crc(data)^1); !errors.Is(err, ErrMismatch) {
-		t.Errorf("Finish(bad) after reopen = %v, want the recorded ErrMismatch", err)
-	}
-}
-
-func TestAppendAfterFinishAndSeal(t *testing.T) {
-	s := openStore(t, "", Options{})
-	mustAppend(t, s, "j", 1, 0, []byte("abcdef"), 6)
-	if err := s.Finish("j", 1, 6, crc([]byte("abcdef"))); err != nil {
-		t.Fatal(err)
-	}
-	mustAppend(t, s, "j", 1, 2, []byte("cdef"), 6) // a late resend is acknowledged
-	if ack, err := s.Append("j", 1, 6, []byte("g")); !errors.Is(err, ErrFinished) || ack != 6 {
-		t.Errorf("Append(after finish) = %d, %v; want 6, ErrFinished", ack, err)
-	}
-
-	// Seal an attempt that never logged: an empty, finished log.
-	if err := s.Seal("j", 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Seal("j", 2); err != nil {
-		t.Errorf("Seal() again = %v", err)
-	}
-	st, err := s.Stat("j", 2)
-	if err != nil || !st.Finished || !st.Sealed || st.Size != 0 {
-		t.Errorf("Stat(sealed) = %+v, %v", st, err)
-	}
-	if err := s.Finish("j", 2, 0, 0); !errors.Is(err, ErrFinished) {
-		t.Errorf("Finish(sealed) = %v, want ErrFinished", err)
-	}
-	if _, err := s.Append("j", 2, 0, []byte("x")); !errors.Is(err, ErrFinished) {
-		t.Errorf("Append(sealed) = %v, want ErrFinished", err)
-	}
-	if n, err := s.Read("j", 2, 0, make([]byte, 10)); n != 0 || err != io.EOF {
-		t.Errorf("Read(sealed empty) = %d, %v; want 0, io.EOF", n, err)
-	}
-}
-
-func TestReadAndStat(t *testing.T) {
-	s := openStore(t, "", Options{})
-	buf := make([]byte, 10)
-	if _, err := s.Read("none", 1, 0, buf); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Read(no log) = %v, want ErrNotFound", err)
-	}
-	if _, err := s.Stat("none", 1); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Stat(no log) = %v, want ErrNotFound", err)
-	}
-	mustAppend(t, s, "j", 1, 0, []byte("0123456789abc"), 13)
-	if n, err := s.Read("j", 1, 3, buf[:4]); n != 4 || err != nil || string(buf[:4]) != "3456" {
-		t.Errorf("Read(3, 4) = %d %q, %v", n, buf[:n], err)
-	}
-	if n, err := s.Read("j", 1, 13, buf); n != 0 || err != nil {
-		t.Errorf("Read(end of live log) = %d, %v; want 0, nil", n, err)
-	}
-	if n, err := s.Read("j", 1, 20, buf); n != 0 || err != nil {
-		t.Errorf("Read(beyond end of live log) = %d, %v; want 0, nil", n, err)
-	}
-	if err := s.Finish("j", 1, 13, crc([]byte("0123456789abc"))); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := s.Read("j", 1, 10, buf); n != 3 || err != io.EOF || string(buf[:3]) != "abc" {
-		t.Errorf("Read(last bytes) = %d %q, %v; want 3 \"abc\", io.EOF", n, buf[:n], err)
-	}
-	if n, err := s.Read("j", 1, 14, buf); n != 0 || !errors.Is(err, ErrOffset) {
-		t.Errorf("Read(beyond finished) = %d, %v; want ErrOffset", n, err)
-	}
-}
-
 func TestAttemptZeroIsTheLatest(t *testing.T) {
 	s := openStore(t, "", Options{})
 	mustAppend(t, s, "j", 1, 0, []byte("first"), 5)
@@ -311,46 +153,6 @@ func TestAttemptZeroIsTheLatest(t *testing.T) {
 	f.Close()
 	if _, err := s.Follow(context.Background(), "none", 0, 0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Follow(no attempts, 0) = %v, want ErrNotFound", err)
-	}
-}
-
-func TestReopenKeepsData(t *testing.T) {
-	dir := t.TempDir()
-	clock := newFakeClock()
-	s := openStore(t, dir, Options{Clock: clock})
-	a, b := randomBytes(1, 3000), randomBytes(2, 5000)
-	mustAppend(t, s, "j", 1, 0, a, 3000)
-	mustAppend(t, s, "j", 2, 0, b[:1000], 1000)
-	if err := s.Finish("j", 1, 3000, crc(a)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Append("j", 2, 1000, b[1000:]); !errors.Is(err, ErrClosed) {
-		t.Errorf("Append(after Close) = %v, want ErrClosed", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("Close() again = %v", err)
-	}
-
-	s = openStore(t, dir, Options{Clock: clock})
-	if got := readAll(t, s, "j", 1); !bytes.Equal(got, a) {
-		t.Errorf("attempt 1 after reopen: %d bytes differ from the %d written", len(got), len(a))
-	}
-	st, err := s.Stat("j", 1)
-	if err != nil || !st.Finished || !st.FinishedAt.Equal(clock.Now()) || st.AgentCRC != crc(a) || st.Mismatch {
-		t.Errorf("Stat(j/1) after reopen = %+v, %v", st, err)
-	}
-	if st, _ := s.Stat("j", 2); st.Size != 1000 || st.Finished {
-		t.Errorf("Stat(j/2) after reopen = %+v", st)
-	}
-	mustAppend(t, s, "j", 2, 500, b[500:], 5000) // the agent resends from an older ack
-	if err := s.Finish("j", 2, 5000, crc(b)); err != nil {
-		t.Errorf("Finish(j/2) after reopen = %v", err)
-	}
-	if got := readAll(t, s, "j", 2); !bytes.Equal(got, b) {
-		t.Errorf("attempt 2 differs from what was written")
 	}
 }
 

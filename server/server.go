@@ -75,7 +75,7 @@ type Mounter interface {
 type Server struct {
 	cfg    Config
 	store  eventstore.Store
-	logs   *logstore.Store
+	logs   logstore.Logs
 	core   *core.Core
 	grpc   *grpc.Server
 	mux    *http.ServeMux
@@ -90,7 +90,7 @@ type Server struct {
 
 // New builds a server over store and logs and opens the core (loads the read
 // models). It does not listen yet.
-func New(ctx context.Context, store eventstore.Store, logs *logstore.Store, cfg Config) (*Server, error) {
+func New(ctx context.Context, store eventstore.Store, logs logstore.Logs, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -254,7 +254,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // logAdapter gives hwp the log store's size query.
-type logAdapter struct{ *logstore.Store }
+type logAdapter struct{ logstore.Logs }
 
 func (l logAdapter) Size(jobID string, attempt uint32) uint64 {
 	st, err := l.Stat(jobID, attempt)

@@ -24,7 +24,7 @@ func openSecrets(dataDir string) (*secrets.Store, error) {
 // mountAPI adds the job API (gRPC JobService, REST, SSE) and the web UI.
 // authn nil accepts anonymous calls (--insecure-anonymous only); providers
 // (nil without --providers) reports the providers' state.
-func mountAPI(srv *server.Server, logs *logstore.Store, sec *secrets.Store, authn api.Authenticator, providers func() any, log *slog.Logger) {
+func mountAPI(srv *server.Server, logs logstore.Logs, sec *secrets.Store, authn api.Authenticator, providers func() any, log *slog.Logger) {
 	svc := api.New(srv.Core(), logs, sec, api.Options{Logger: log, UI: web.Handler(), Authenticator: authn, Providers: providers})
 	srv.Mount(svc)
 }
