@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/logstore"
+	pglogs "github.com/hodei-jobs/hodei/logstore/postgres"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/replay"
 	"github.com/hodei-jobs/hodei/server"
@@ -45,7 +47,10 @@ func newServerCmd() *cobra.Command {
 With no flags it keeps everything in ./data (a bbolt event log, job logs and
 projection snapshots) and listens on 127.0.0.1:7070 (gRPC: agents and the
 JobService) and 127.0.0.1:8080 (HTTP: REST, the web UI, /healthz, /readyz,
-/metrics). Every flag can also be set as HODEI_<FLAG> (e.g. HODEI_POSTGRES).
+/metrics). With --postgres the event log and the job logs live in that
+PostgreSQL database instead (the job logs in the tables job_logs and
+job_log_chunks); the data dir keeps the rest. Every flag can also be set as
+HODEI_<FLAG> (e.g. HODEI_POSTGRES).
 
 Both listeners speak TLS. On first start the server creates a CA and a
 server certificate in the data dir (ca.pem is what clients trust; give
@@ -61,8 +66,8 @@ reads by default. Agents join with tokens from ` + "`hodei token create --agent`
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.data, "data", "data", "data directory (event log, job logs, snapshots)")
-	fl.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN: keep the event log there instead of the bbolt file")
+	fl.StringVar(&f.data, "data", "data", "data directory (event log and job logs unless --postgres, snapshots, keys)")
+	fl.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN: keep the event log and the job logs there instead of the data dir")
 	fl.StringVar(&f.grpcAddr, "listen", "127.0.0.1:7070", "gRPC address for agents and the JobService")
 	fl.StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "HTTP address for REST, the UI, health and metrics")
 	fl.StringVar(&f.joinToken, "join-token", "", "one static token agents must present instead of managed join tokens (hodei token create --agent)")
@@ -95,6 +100,24 @@ func newLogger(cmd *cobra.Command, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts)), nil
 	}
 	return nil, usageError("--log-format %q: want text or json", format)
+}
+
+// openLogs opens the job log store: tables in the PostgreSQL database at
+// dsn when one is given (beside the event log), else files under
+// <dataDir>/logs.
+func openLogs(ctx context.Context, dataDir, dsn string, log *slog.Logger) (logstore.Logs, error) {
+	if dsn != "" {
+		s, err := pglogs.Open(ctx, dsn, pglogs.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open job logs in postgres %s: %w", redactDSN(dsn), err)
+		}
+		return s, nil
+	}
+	s, err := logstore.Open(filepath.Join(dataDir, "logs"), logstore.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func runServer(cmd *cobra.Command, f serverFlags) error {
@@ -137,7 +160,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		return err
 	}
 	defer store.Close()
-	logs, err := logstore.Open(filepath.Join(f.data, "logs"), logstore.Options{Logger: log})
+	logs, err := openLogs(ctx, f.data, f.postgres, log)
 	if err != nil {
 		return err
 	}

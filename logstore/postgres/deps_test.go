@@ -1,0 +1,22 @@
+package postgres_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hodei-jobs/hodei/internal/deptest"
+)
+
+// The adapter depends on the logstore port and pgx, never on the event
+// store or any other part of Hodei: the two share a database, not code.
+func TestDependencies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	deptest.Check(t, deptest.Module+"logstore/postgres", func(dep string) bool {
+		return !strings.HasPrefix(dep, deptest.Module) || dep == deptest.Module+"logstore"
+	})
+	deptest.Check(t, deptest.Module+"logstore/logstoretest", func(dep string) bool {
+		return dep == deptest.Module+"logstore"
+	})
+}
