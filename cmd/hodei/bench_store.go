@@ -87,7 +87,7 @@ ratio keyed by appender count, read_events_per_sec, and more.`,
 			return printStoreResult(cmd.OutOrStdout(), res, cfg)
 		},
 	}
-	c.Flags().StringVar(&pgDSN, "postgres", "", "measure the PostgreSQL store instead: an admin DSN (a superuser; scratch databases hodei_bench_* are created and dropped); the raw limit is a COPY loop")
+	c.Flags().StringVar(&pgDSN, "postgres", "", "measure the PostgreSQL store instead: an admin DSN (a superuser; scratch databases hodei_bench_* are created and dropped); the raw limit is a COPY loop of the same rows into a table shaped like es_events, and raw_kv one into a plain key/value table")
 	addOutputFlag(c, &output)
 	c.Flags().StringVar(&dir, "dir", "", "parent directory for the temporary files (default: the system temp dir)")
 	c.Flags().IntVar(&events, "events", bench.DefaultEvents, "most events appended at each appender count")
@@ -112,6 +112,18 @@ func printStoreResult(w io.Writer, res bench.StoreResult, cfg bench.StoreConfig)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(res.RawKVEventsPerSec) > 0 {
+		fmt.Fprintln(w, "\nraw records/s: the store's rows into a table shaped like its own; against a plain key/value table:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "appenders\tkey/value records/s\tratio\t")
+		for _, n := range appenders {
+			k := strconv.Itoa(n)
+			fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t\n", n, res.RawKVEventsPerSec[k], res.RatioKV[k])
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	_, err := fmt.Fprintf(w, "\nread scan: %.0f events/s (%d events)\n", res.ReadEventsPerSec, res.ReadEvents)
 	return err
