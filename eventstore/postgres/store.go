@@ -430,7 +430,12 @@ func (s *Store) Head(ctx context.Context) (eventstore.Head, error) {
 	return s.readHead(ctx, s.pool)
 }
 
-func (s *Store) readHead(ctx context.Context, q queryer) (eventstore.Head, error) {
+// rowQueryer is a connection or a pool.
+type rowQueryer interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (s *Store) readHead(ctx context.Context, q rowQueryer) (eventstore.Head, error) {
 	var pos int64
 	var hash []byte
 	if err := q.QueryRow(ctx, "SELECT last_position, last_hash FROM es_head").Scan(&pos, &hash); err != nil {

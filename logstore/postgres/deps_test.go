@@ -7,14 +7,16 @@ import (
 	"github.com/hodei-jobs/hodei/internal/deptest"
 )
 
-// The adapter depends on the logstore port and pgx, never on the event
-// store or any other part of Hodei: the two share a database, not code.
+// The adapter depends on the logstore port, pgx and the shared migration
+// runner, never on the event store or any other part of Hodei: the two share
+// a database and internal/pgmigrate, nothing else.
 func TestDependencies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
 	deptest.Check(t, deptest.Module+"logstore/postgres", func(dep string) bool {
-		return !strings.HasPrefix(dep, deptest.Module) || dep == deptest.Module+"logstore"
+		return !strings.HasPrefix(dep, deptest.Module) || dep == deptest.Module+"logstore" ||
+			dep == deptest.Module+"internal/pgmigrate"
 	})
 	deptest.Check(t, deptest.Module+"logstore/logstoretest", func(dep string) bool {
 		return dep == deptest.Module+"logstore"
