@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hodei-jobs/hodei/internal/pglisten"
 )
 
 // listen keeps a LISTEN connection open and turns NOTIFYs from other
@@ -17,26 +18,9 @@ import (
 // those events are already published with their content.
 func (s *Store) listen(ctx context.Context) {
 	defer close(s.listenerDone)
-	backoff := 50 * time.Millisecond
-	for {
-		start := time.Now()
-		err := s.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > 10*time.Second {
-			backoff = 50 * time.Millisecond
-		}
+	pglisten.Loop(ctx, func(err error) {
 		s.opts.Logger.Warn("eventstore/postgres: listener connection lost; subscriptions poll until it is back", "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	}, s.listenOnce)
 }
 
 func (s *Store) listenOnce(ctx context.Context) error {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hodei-jobs/hodei/internal/pglisten"
 )
 
 // maxPayload keeps a NOTIFY payload under PostgreSQL's 8000-byte limit.
@@ -76,26 +78,9 @@ func (s *Store) flushNotifications() {
 // poll interval.
 func (s *Store) listen(ctx context.Context) {
 	defer s.bg.Done()
-	backoff := 50 * time.Millisecond
-	for {
-		start := time.Now()
-		err := s.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > 10*time.Second {
-			backoff = 50 * time.Millisecond
-		}
+	pglisten.Loop(ctx, func(err error) {
 		s.opts.Logger.Warn("logstore/postgres: listener connection lost; followers poll until it is back", "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	}, s.listenOnce)
 }
 
 func (s *Store) listenOnce(ctx context.Context) error {
