@@ -101,6 +101,16 @@
 // keeps long readers from stalling the writer, which cannot remap while a
 // read transaction is open.
 //
+// Every page read through the map stays resident in the process until the
+// map goes, and in an append-only tree every leaf is read while it fills, so
+// the resident set would grow with the file. A writable store therefore
+// hands the map's pages back to the kernel every
+// Options.ReleaseMapInterval (1 s): MADV_DONTNEED on the read-only shared
+// map, under a read transaction so the map cannot move meanwhile. The pages
+// stay in the page cache and a later read maps them again with a minor
+// fault. (200,000 jobs through `hodei bench lifecycle`: 265 MB of the map
+// resident at the end without it, 44 MB with it.)
+//
 // # Tools
 //
 // Options.ReadOnly opens a file with a shared lock for tools. IndexedThrough,

@@ -18,14 +18,16 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultInitialMmapSize  = 1 << 30
-	DefaultTimeout          = time.Second
-	DefaultMaxBatchEvents   = 4096
-	DefaultMaxBatchBytes    = 4 << 20
-	DefaultQueueSize        = 4096
-	DefaultIndexGeneration  = 1 << 17
-	DefaultIndexFlushFactor = 2
-	minFlushChunk           = 1024
+	DefaultInitialMmapSize = 1 << 30
+	DefaultTimeout         = time.Second
+	DefaultMaxBatchEvents  = 4096
+	DefaultMaxBatchBytes   = 4 << 20
+	DefaultQueueSize       = 4096
+	DefaultIndexGeneration = 1 << 17
+	// DefaultReleaseMapInterval is Options.ReleaseMapInterval's default.
+	DefaultReleaseMapInterval = time.Second
+	DefaultIndexFlushFactor   = 2
+	minFlushChunk             = 1024
 )
 
 // ErrReadOnly is returned by appends to a store opened with Options.ReadOnly.
@@ -70,6 +72,11 @@ type Options struct {
 	// Open re-reads the events of the tail from the log: usually one or two
 	// generations, about three at most under sustained load.
 	IndexGeneration int
+	// ReleaseMapInterval is how often a writable store hands the pages of
+	// bbolt's memory map back to the kernel's page cache (default 1s;
+	// negative: never), so that its resident set does not grow with the log.
+	// See releaseMap.
+	ReleaseMapInterval time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +100,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IndexGeneration <= 0 {
 		o.IndexGeneration = DefaultIndexGeneration
+	}
+	if o.ReleaseMapInterval == 0 {
+		o.ReleaseMapInterval = DefaultReleaseMapInterval
 	}
 	return o
 }
@@ -164,6 +174,10 @@ type Store struct {
 	}
 
 	c committer // owned by the committer goroutine
+
+	// releaseErr is why releaseMap stopped, if it did (the store works on
+	// without it, holding its map's pages as bbolt alone would).
+	releaseErr atomic.Value // string
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -194,6 +208,9 @@ func Open(path string, opts Options) (*Store, error) {
 	s.reqs = make(chan *pending, opts.QueueSize)
 	s.c.init(s)
 	go s.c.run()
+	if opts.ReleaseMapInterval > 0 {
+		go s.releaseMap(opts.ReleaseMapInterval)
+	}
 	return s, nil
 }
 
