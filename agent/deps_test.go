@@ -7,8 +7,9 @@ import (
 )
 
 // TestAgentSpeaksOnlyTheProtocol guards the import direction: the agent (and
-// its binary) may use the generated protocol package and its own packages,
-// nothing else of this module, so it never links the server.
+// its binary) may use the generated protocol package, its own packages and
+// the standard-library-only internal/atomicfile, nothing else of this
+// module, so it never links the server.
 func TestAgentSpeaksOnlyTheProtocol(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -19,7 +20,7 @@ func TestAgentSpeaksOnlyTheProtocol(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	const mod = "github.com/hodei-jobs/hodei/"
-	allowed := []string{mod + "agent", mod + "hwp/hwppb", mod + "cmd/hodei-agent"}
+	allowed := []string{mod + "agent", mod + "hwp/hwppb", mod + "cmd/hodei-agent", mod + "internal/atomicfile"}
 	for _, p := range strings.Fields(string(out)) {
 		if !strings.HasPrefix(p, mod) {
 			continue

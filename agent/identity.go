@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 )
 
 // The agent's identity lives in WorkDir/identity (mode 0700), every file
@@ -76,7 +78,7 @@ func loadKey(dir string) (*ecdsa.PrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create agent key: %w", err)
 		}
-		if err := writeFileAtomic(p, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
+		if err := atomicfile.Write(p, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, fmt.Errorf("create agent key: %w", err)
 		}
 		return k, nil
@@ -147,7 +149,7 @@ func certRequest(key *ecdsa.PrivateKey) ([]byte, error) {
 func saveIdentity(dir string, id Identity, cert *tls.Certificate) error {
 	if cert != nil {
 		p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
-		if err := writeFileAtomic(filepath.Join(dir, certFile), p); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, certFile), p, 0o600); err != nil {
 			return err
 		}
 	} else if err := os.Remove(filepath.Join(dir, certFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -157,37 +159,7 @@ func saveIdentity(dir string, id Identity, cert *tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("save identity: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, identityJSONFile), b)
-}
-
-// writeFileAtomic writes data to path with mode 0600 through a synced
-// temporary file and a rename, so a crash never leaves a partial file.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, identityJSONFile), b, 0o600)
 }
 
 // certDue reports whether c is missing or in the last third of its

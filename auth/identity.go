@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hodei-jobs/hodei/pki"
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 )
 
 // IdentityKeyFile holds the HMAC key of worker identity tokens.
@@ -50,7 +50,7 @@ func OpenIdentities(dir string, now func() time.Time, revoked func(string) bool)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("create identity key: %w", err)
 		}
-		if err := pki.WriteFileAtomic(p, key); err != nil {
+		if err := atomicfile.Write(p, key, 0o600); err != nil {
 			return nil, fmt.Errorf("create identity key: %w", err)
 		}
 	} else if err != nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 	"github.com/hodei-jobs/hodei/pki"
 )
 
@@ -227,7 +228,7 @@ func (s *Store) updateAll(fn func(map[string]Token, map[string]WorkerRevocation)
 	if err != nil {
 		return fmt.Errorf("save tokens: %w", err)
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(s.dir, TokensFile), b); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, TokensFile), b, 0o600); err != nil {
 		return fmt.Errorf("save tokens: %w", err)
 	}
 	s.cache = nil
@@ -484,7 +485,7 @@ func (s *Store) Bootstrap() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("bootstrap admin token: %w", err)
 	}
-	if err := pki.WriteFileAtomic(p, []byte(tok+"\n")); err != nil {
+	if err := atomicfile.Write(p, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("bootstrap admin token: %w", err)
 	}
 	return tok, nil

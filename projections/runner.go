@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/hodei-jobs/hodei/eventstore"
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 )
 
 // Projection is one read model.
@@ -332,30 +333,7 @@ func writeSnapshot(path string, pos uint64, h eventstore.Hash, body []byte) erro
 	buf = binary.BigEndian.AppendUint64(buf, uint64(len(body)))
 	buf = append(buf, body...)
 	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, buf, 0o600)
 }
 
 func readSnapshot(path string) (uint64, snapState, error) {

@@ -9,9 +9,9 @@ import (
 
 // The Manager reaches the orchestrator only through the Cluster interface
 // and platforms only through Driver: it imports the domain, the views and
-// pki's file helper, never the core, the server, an event-store adapter or
-// a driver. Drivers
-// import the contract and their platform's client, nothing else of Hodei.
+// the atomic file writer, never the core, the server, an event-store adapter
+// or a driver. Drivers import the contract and their platform's client,
+// nothing else of Hodei.
 func TestDependencies(t *testing.T) {
 	own := func(allowed ...string) func(string) bool {
 		return func(dep string) bool {
@@ -26,8 +26,8 @@ func TestDependencies(t *testing.T) {
 			return false
 		}
 	}
-	deptest.Check(t, deptest.Module+"provider", own("domain", "projections", "eventstore", "pki"))
+	deptest.Check(t, deptest.Module+"provider", own("domain", "projections", "eventstore", "internal/atomicfile"))
 	for _, d := range []string{"provider/docker", "provider/kubernetes"} {
-		deptest.Check(t, deptest.Module+d, own("provider", "domain", "projections", "eventstore", "pki"))
+		deptest.Check(t, deptest.Module+d, own("provider", "domain", "projections", "eventstore", "internal/atomicfile"))
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/hodei-jobs/hodei/pki"
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 )
 
 // OwnerFile holds a server's owner id in its data dir.
@@ -27,7 +27,7 @@ func LoadOwner(dir string) (string, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", fmt.Errorf("owner id: %w", err)
 		}
-		if err := pki.WriteFileAtomic(p, []byte(id+"\n")); err != nil {
+		if err := atomicfile.Write(p, []byte(id+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("owner id: %w", err)
 		}
 		return id, nil

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/eventstore"
+	"github.com/hodei-jobs/hodei/internal/atomicfile"
 )
 
 // Key files in a data dir. The private key signs anchors; the public key is
@@ -145,8 +146,8 @@ func WriteAnchorFile(path string, a Anchor) error {
 	if err != nil {
 		return fmt.Errorf("write anchor %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write anchor %s: %w", path, err)
+	if err := atomicfile.Write(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("anchor: %w", err)
 	}
 	return nil
 }
@@ -242,8 +243,8 @@ func WritePublicKey(path string, pub ed25519.PublicKey) error {
 	if err != nil {
 		return fmt.Errorf("write public key %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
-		return fmt.Errorf("write public key %s: %w", path, err)
+	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		return fmt.Errorf("public key: %w", err)
 	}
 	return nil
 }
@@ -355,38 +356,4 @@ func CheckAnchor(ctx context.Context, log Log, a Anchor) (*AnchorCheck, error) {
 	}
 	c.Status = AnchorHeld
 	return c, nil
-}
-
-// writeFileAtomic writes b to path through a temporary file in the same
-// directory: fsync, rename, fsync the directory.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
