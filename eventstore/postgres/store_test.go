@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -181,7 +180,7 @@ func TestRuntimeLogin(t *testing.T) {
 	t.Cleanup(func() { ac.Exec(context.Background(), "DROP ROLE IF EXISTS "+login) })
 
 	// The admin migrates (MigrateDSN); the runtime DSN logs in as login.
-	runtime := withUser(t, dsn, login, "app-secret")
+	runtime := pgtest.WithUser(t, dsn, login, "app-secret")
 	if _, err := postgres.Open(ctx, runtime, postgres.Options{MigrateDSN: dsn}); err == nil ||
 		!strings.Contains(err.Error(), "GRANT "+postgres.DefaultRole) {
 		t.Fatalf("Open() as a login that is not a member of %s = %v, want a hint to GRANT it", postgres.DefaultRole, err)
@@ -202,20 +201,10 @@ func TestRuntimeLogin(t *testing.T) {
 		t.Fatalf("Next() as %s = %v, %v", login, batch, err)
 	}
 
-	fresh := withUser(t, pgtest.NewDatabase(t), login, "app-secret")
+	fresh := pgtest.WithUser(t, pgtest.NewDatabase(t), login, "app-secret")
 	if _, err := postgres.Open(ctx, fresh, postgres.Options{}); err == nil || !strings.Contains(err.Error(), "MigrateDSN") {
 		t.Fatalf("Open() of an unmigrated database as %s = %v, want a hint to use MigrateDSN", login, err)
 	}
-}
-
-func withUser(t *testing.T, dsn, user, password string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		t.Skipf("needs a URL DSN: %v", err)
-	}
-	u.User = url.UserPassword(user, password)
-	return u.String()
 }
 
 // TestTextLimits: PostgreSQL text cannot hold a NUL byte; an actor with one

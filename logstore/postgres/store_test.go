@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -226,7 +225,7 @@ func TestRuntimeLogin(t *testing.T) {
 	t.Cleanup(func() { ac.Exec(context.Background(), "DROP ROLE IF EXISTS "+login) })
 
 	open(t, dsn, postgres.Options{}).Close() // the superuser creates the tables
-	s := open(t, withUser(t, dsn, login, "app-secret"), postgres.Options{})
+	s := open(t, pgtest.WithUser(t, dsn, login, "app-secret"), postgres.Options{})
 	defer s.Close()
 	if _, err := s.Append("j", 1, 0, []byte("hello")); err != nil {
 		t.Fatalf("Append() as %s = %v", login, err)
@@ -249,18 +248,8 @@ func TestRuntimeLogin(t *testing.T) {
 		t.Fatalf("Sync() as %s = %v", login, err)
 	}
 
-	fresh := withUser(t, pgtest.NewDatabase(t), login, "app-secret")
+	fresh := pgtest.WithUser(t, pgtest.NewDatabase(t), login, "app-secret")
 	if _, err := postgres.Open(ctx, fresh, postgres.Options{}); err == nil || !strings.Contains(err.Error(), "CREATE on the schema") {
 		t.Fatalf("Open() of a fresh database as %s = %v, want a hint to grant CREATE", login, err)
 	}
-}
-
-func withUser(t *testing.T, dsn, user, password string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		t.Skipf("needs a URL DSN: %v", err)
-	}
-	u.User = url.UserPassword(user, password)
-	return u.String()
 }

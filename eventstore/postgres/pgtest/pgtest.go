@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -116,4 +117,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// WithUser returns dsn logging in as user with password instead. A DSN that
+// is not a URL skips the test: only URL DSNs carry a user to replace.
+func WithUser(t testing.TB, dsn, user, password string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		t.Skipf("needs a URL DSN: %v", err)
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
 }
