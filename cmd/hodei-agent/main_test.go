@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,31 +14,14 @@ import (
 	"github.com/hodei-jobs/hodei/agent"
 	"github.com/hodei-jobs/hodei/agent/agenttest"
 	"github.com/hodei-jobs/hodei/hwp/hwppb"
+	"github.com/hodei-jobs/hodei/internal/syncbuf"
 )
-
-// syncBuffer is a goroutine-safe stderr.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type run struct {
 	srv    *agenttest.Server
 	sig    chan os.Signal
 	code   chan int
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 }
 
 // startMain runs Main against a fake server on a loopback port 0, with
@@ -60,7 +42,7 @@ func startMain(t *testing.T, extra ...string) *run {
 		"HODEI_SLOTS":              "2",
 		"HODEI_WORK_DIR":           t.TempDir(),
 	}
-	r := &run{srv: srv, sig: make(chan os.Signal, 2), code: make(chan int, 1), stderr: &syncBuffer{}}
+	r := &run{srv: srv, sig: make(chan os.Signal, 2), code: make(chan int, 1), stderr: &syncbuf.Buffer{}}
 	go func() {
 		r.code <- Main(context.Background(), extra, func(k string) string { return env[k] }, r.stderr, r.sig)
 	}()
@@ -134,7 +116,7 @@ func TestSecondSignalCancelsJobs(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"-server", "x:1", "-slots", "many"}, {"-server", "x:1", "-labels", "novalue"}, {"-server", "x:1", "extra"}} {
-		var stderr syncBuffer
+		var stderr syncbuf.Buffer
 		if c := Main(context.Background(), args, func(string) string { return "" }, &stderr, nil); c != exitUsage {
 			t.Errorf("Main(%q) = %d, want %d; stderr:\n%s", args, c, exitUsage, stderr.String())
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/api/jobpb"
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/syncbuf"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/provider/docker"
 )
@@ -399,27 +399,9 @@ func freePort() (int, error) {
 // provisionServer is the bench's `hodei server` child process.
 type provisionServer struct {
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	exited chan struct{}
 	err    error
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and other readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProvisionServer runs `self server` with TLS (the data dir's own CA)
@@ -428,7 +410,7 @@ func startProvisionServer(ctx context.Context, self, data string, port int, prov
 	cmd := exec.Command(self, "server", "--data", data, "--listen", "0.0.0.0:"+strconv.Itoa(port),
 		"--http", "127.0.0.1:0", "--providers", providers, "--log-level", "info", "--shutdown-grace", "2s")
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "HODEI_") })
-	s := &provisionServer{cmd: cmd, log: &syncBuffer{}, exited: make(chan struct{})}
+	s := &provisionServer{cmd: cmd, log: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

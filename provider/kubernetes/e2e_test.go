@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/hodei-jobs/hodei/core"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/eventstore/memory"
+	"github.com/hodei-jobs/hodei/internal/syncbuf"
 	"github.com/hodei-jobs/hodei/logstore"
 	"github.com/hodei-jobs/hodei/projections"
 	"github.com/hodei-jobs/hodei/provider"
@@ -119,7 +119,7 @@ type env struct {
 	store    *memory.Store
 	logs     *logstore.Store
 	work     string // parent of the agents' work dirs
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	ctx      context.Context
 	logger   *slog.Logger
 	mgr      *provider.Manager
@@ -130,7 +130,7 @@ func newEnv(t *testing.T, c *k8stest.Cluster) *env {
 	ns := c.NewNamespace(t)
 	suffix := strings.TrimPrefix(ns, "hodei-test-")
 	e := &env{t: t, c: c, ns: ns, owner: "owner-" + suffix, pool: "pool-" + suffix, token: "join-" + randHex(8),
-		work: t.TempDir(), out: &syncBuffer{}, ctx: context.Background()}
+		work: t.TempDir(), out: &syncbuf.Buffer{}, ctx: context.Background()}
 	e.logger = slog.New(slog.NewTextHandler(e.out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// Registered before anything is started, so it runs after all of it
 	// stopped and before the namespace is deleted.
@@ -799,28 +799,6 @@ func testSweepAtStart(t *testing.T, c *k8stest.Cluster) {
 		t.Errorf("instance events %v, want none: the sweep removes what the log does not know without recording it", evs)
 	}
 }
-
-// syncBuffer collects the Manager's, the server's and the agents' output,
-// shown only when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
