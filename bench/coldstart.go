@@ -186,7 +186,7 @@ func writeLifecycleLog(ctx context.Context, path string, n int, progress func(do
 			steps[4] = append(steps[4], command.JobCommand{JobID: id, Meta: meta, Cmd: domain.Finish{WorkerID: w, Attempt: 1, ExitCode: exit, Runtime: time.Second, At: at}})
 		}
 		for _, s := range steps {
-			if _, errs := h.Jobs(ctx, s); firstErr(errs) != nil {
+			if errs := h.RunJobs(ctx, s); firstErr(errs) != nil {
 				return fmt.Errorf("write log: %w", firstErr(errs))
 			}
 			written += len(s)

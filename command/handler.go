@@ -123,7 +123,14 @@ type JobCommand struct {
 // input order. A member that conflicts with a concurrent writer is retried
 // alone; the others are not affected.
 func (h *Handler) Jobs(ctx context.Context, cmds []JobCommand) ([]Result[domain.Job], []error) {
-	return h.jobs.runMany(ctx, cmds)
+	results := make([]Result[domain.Job], len(cmds))
+	return results, h.jobs.runMany(ctx, cmds, results)
+}
+
+// RunJobs is Jobs for callers that need only each member's error: it does not
+// build a Result (a copy of the job's whole state) per member.
+func (h *Handler) RunJobs(ctx context.Context, cmds []JobCommand) []error {
+	return h.jobs.runMany(ctx, cmds, nil)
 }
 
 type aggregate[S any, C any] interface {
@@ -280,19 +287,21 @@ func (r *repo[S, C]) commit(id string, e entry[S], evs []domain.Event, res event
 // runMany runs a batch through one AppendMany (see Handler.Jobs). The
 // commands of one job are decided in order against the state the earlier ones
 // leave, and their events go in one append at the job's expected version.
-func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S], []error) {
-	results := make([]Result[S], len(cmds))
+//
+// results, when not nil, has a slot per command and receives each outcome;
+// the errors are returned.
+func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand, results []Result[S]) []error {
 	errs := make([]error, len(cmds))
 	type group struct {
-		id     string
-		base   entry[S] // as loaded
-		cached bool     // base came from the cache
-		failed bool     // a member failed against the cached state: the rest retry
-		state  S        // after the members decided so far
-		evs    []domain.Event
-		data   []eventstore.EventData
-		idx    []int // members that appended events
-		nevs   []int // how many events each of idx appended
+		id      string
+		version uint64 // of the state as loaded: the append's expected version
+		cached  bool   // the state came from the cache
+		failed  bool   // a member failed against the cached state: the rest retry
+		state   S      // as loaded, then after the members decided so far
+		evs     []domain.Event
+		data    []eventstore.EventData
+		idx     []int // members that appended events
+		nevs    []int // how many events each of idx appended
 	}
 	groups := map[string]*group{}
 	var order []*group
@@ -310,7 +319,7 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 				errs[i] = err
 				continue
 			}
-			g = &group{id: c.JobID, base: e, cached: cached, state: e.state}
+			g = &group{id: c.JobID, version: e.version, cached: cached, state: e.state}
 			groups[c.JobID] = g
 			order = append(order, g)
 		}
@@ -328,7 +337,10 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 				retry = append(retry, i)
 				continue
 			}
-			results[i].State, errs[i] = g.state, err
+			if results != nil {
+				results[i].State = g.state
+			}
+			errs[i] = err
 			continue
 		}
 		data, err := r.encode(evs, c.Meta)
@@ -346,7 +358,7 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 	var sent []*group
 	for _, g := range order {
 		if len(g.data) > 0 {
-			reqs = append(reqs, eventstore.AppendRequest{Stream: r.stream(g.id), Expected: eventstore.Exact(g.base.version), Events: g.data})
+			reqs = append(reqs, eventstore.AppendRequest{Stream: r.stream(g.id), Expected: eventstore.Exact(g.version), Events: g.data})
 			sent = append(sent, g)
 		}
 	}
@@ -363,10 +375,15 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 				errs[i] = err
 			}
 		case out[k].Err == nil:
-			state := r.commit(g.id, g.base, g.evs, out[k].Result)
+			// g.state is the loaded state with g.evs applied in order: what
+			// commit would fold.
+			r.put(g.id, entry[S]{state: g.state, version: out[k].Result.Version})
+			if results == nil {
+				continue
+			}
 			at := 0
 			for n, i := range g.idx {
-				results[i] = Result[S]{State: state, Events: g.evs[at : at+g.nevs[n]], Append: out[k].Result}
+				results[i] = Result[S]{State: g.state, Events: g.evs[at : at+g.nevs[n]], Append: out[k].Result}
 				at += g.nevs[n]
 			}
 		case errors.Is(out[k].Err, eventstore.ErrVersionConflict):
@@ -383,7 +400,11 @@ func (r *repo[S, C]) runMany(ctx context.Context, cmds []JobCommand) ([]Result[S
 	// against the reloaded state.
 	slices.Sort(retry)
 	for _, i := range retry {
-		results[i], errs[i] = r.run(ctx, cmds[i].JobID, any(cmds[i].Cmd).(C), cmds[i].Meta)
+		res, err := r.run(ctx, cmds[i].JobID, any(cmds[i].Cmd).(C), cmds[i].Meta)
+		if results != nil {
+			results[i] = res
+		}
+		errs[i] = err
 	}
-	return results, errs
+	return errs
 }

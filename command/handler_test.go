@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore"
 	"github.com/hodei-jobs/hodei/eventstore/memory"
 )
 
@@ -145,4 +147,50 @@ func TestStaleCacheIsConfirmedBeforeAnError(t *testing.T) {
 	if _, err := h1.Job(ctx, "b", domain.Start{WorkerID: "w2", Attempt: 1, At: t0}, meta); !errors.Is(err, domain.ErrStaleAttempt) {
 		t.Fatalf("report from the wrong worker = %v, want ErrStaleAttempt", err)
 	}
+}
+
+// RunJobs reports the same outcomes as Jobs, and the state it caches for a
+// job is the fold of the stream: a later command against the cache decides
+// from the state the batch left.
+func TestRunJobsCachesTheBatchState(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New(memory.Options{})
+	s := &countingStore{Store: mem}
+	h := command.New(s, command.NewCodec(), command.Options{})
+	errs := h.RunJobs(ctx, []command.JobCommand{
+		{JobID: "a", Cmd: submit("a"), Meta: meta},
+		{JobID: "a", Cmd: domain.Schedule{WorkerID: "w1", At: t0}, Meta: meta},
+		{JobID: "a", Cmd: domain.Schedule{WorkerID: "w2", At: t0}, Meta: meta}, // already scheduled
+		{JobID: "c", Cmd: domain.Schedule{WorkerID: "w1", At: t0}, Meta: meta}, // no such job
+	})
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], domain.ErrInvalidTransition) || !errors.Is(errs[3], domain.ErrNotFound) {
+		t.Fatalf("RunJobs errors = %v", errs)
+	}
+	// The cached state must be "scheduled on w1 at version 2": accepting on
+	// w1 decides from the cache alone (no read of the stream) and appends at
+	// version 3 with no conflict.
+	reads := s.reads.Load()
+	res, err := h.Job(ctx, "a", domain.Accept{WorkerID: "w1", Attempt: 1, At: t0}, meta)
+	if err != nil || res.State.Status != domain.JobStatusAccepted || res.Append.Version != 3 {
+		t.Fatalf("accept on w1 = %+v, %v", res.State, err)
+	}
+	if n := s.reads.Load() - reads; n != 0 {
+		t.Fatalf("%d stream reads to accept after the batch, want 0: the batch did not cache its state", n)
+	}
+	fresh := command.New(s, command.NewCodec(), command.Options{})
+	st, err := fresh.LoadJob(ctx, "a")
+	if err != nil || st.Status != res.State.Status || st.Worker != "w1" || st.Attempt != 1 {
+		t.Fatalf("stream fold = %+v, %v; cached = %+v", st, err, res.State)
+	}
+}
+
+// countingStore counts ReadStream calls: cache misses and confirmations.
+type countingStore struct {
+	eventstore.Store
+	reads atomic.Int64
+}
+
+func (c *countingStore) ReadStream(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.Envelope, error) {
+	c.reads.Add(1)
+	return c.Store.ReadStream(ctx, stream, from, limit)
 }

@@ -265,6 +265,6 @@ func (c *Core) ReportMany(ctx context.Context, id string, reports []Report) []er
 		}
 		cmds[i] = command.JobCommand{JobID: r.JobID, Cmd: cmd, Meta: meta}
 	}
-	_, errs := c.cmd.Jobs(ctx, cmds)
+	errs := c.cmd.RunJobs(ctx, cmds)
 	return errs
 }

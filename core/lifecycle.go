@@ -102,7 +102,7 @@ func (c *Core) failJobsOn(ctx context.Context, worker, reason string) {
 		cmds = append(cmds, command.JobCommand{JobID: id, Meta: command.Meta{Actor: "system:lifecycle"},
 			Cmd: domain.FailAttempt{WorkerID: worker, Attempt: v.Attempt, Reason: reason, At: now}})
 	}
-	_, errs := c.cmd.Jobs(ctx, cmds)
+	errs := c.cmd.RunJobs(ctx, cmds)
 	for i, err := range errs {
 		if err != nil {
 			c.log.Warn("fail attempt", "job", cmds[i].JobID, "worker", worker, "err", err)
@@ -137,7 +137,7 @@ func (c *Core) checkJobs(ctx context.Context) {
 	if len(cmds) == 0 {
 		return
 	}
-	_, errs := c.cmd.Jobs(ctx, cmds)
+	errs := c.cmd.RunJobs(ctx, cmds)
 	for i, err := range errs {
 		if err != nil {
 			c.log.Warn("enforce deadline", "job", cmds[i].JobID, "err", err)

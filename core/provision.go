@@ -79,7 +79,7 @@ func (c *Core) ParkJobs(ctx context.Context, actor string, ids []string, reason 
 	for _, id := range ids {
 		cmds = append(cmds, command.JobCommand{JobID: id, Meta: command.Meta{Actor: actor}, Cmd: domain.Park{Reason: reason, At: now}})
 	}
-	_, errs := c.cmd.Jobs(ctx, cmds)
+	errs := c.cmd.RunJobs(ctx, cmds)
 	var first error
 	for i, err := range errs {
 		if err != nil && !errors.Is(err, domain.ErrInvalidTransition) && first == nil {
