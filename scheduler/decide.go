@@ -168,7 +168,7 @@ func (s *Scheduler) sampleSize(it *item) int {
 		n := len(s.c.ids)
 		k = max(2, bits.Len(uint(max(n-1, 0)))) // ceil(log2 n)
 	}
-	if len(it.job.Affinity) > 0 {
+	if len(it.affinity) > 0 {
 		k = max(k, s.cfg.AffinitySampleSize)
 	}
 	return k
@@ -191,7 +191,7 @@ func (s *Scheduler) decide(it *item, now int64) (verdict, *worker) {
 	for n > 0 {
 		i := s.best(n)
 		w := c.slots[s.cand[i].slot]
-		err := c.reserveLocked(w, Key{it.job.ID, it.job.Attempt}, it.t.name, it.req, now)
+		err := c.reserveLocked(w, Key{it.id, it.attempt}, it.t.name, it.req, now)
 		if err == nil {
 			return verdict{outcome: placed}, w
 		}
@@ -463,7 +463,7 @@ func (s *Scheduler) newScorer(it *item, now int64) scorer {
 		wA:        s.wA,
 		wL:        s.wL,
 		wF:        s.wF,
-		prefs:     it.job.Affinity,
+		prefs:     it.affinity,
 	}
 }
 

@@ -26,20 +26,23 @@ const (
 
 // item is one pending job attempt.
 type item struct {
-	job    Job // selector and affinity are private copies
-	req    Resources
-	selKey string    // canonical selector key: the selector cache key
-	entry  *selEntry // the selector cache entry, once looked up
-	key    int64     // aging key: smaller goes first
-	seq    uint64    // submission order, breaks key ties (FIFO)
-	t      *tenant
-
-	state  itemState
-	idx    int        // position in whichever heap holds it
-	group  *parkGroup // the group it is parked in, or probing for
-	fails  int        // consecutive blocked attempts: the backoff exponent
-	timer  uint32     // generation of its live backoff timer
-	reason string     // last park reason reported, so it is reported once
+	// Of the submitted Job, only what deciding needs: at 100,000 queued jobs
+	// every byte here is 100 KB.
+	id       string
+	queue    string       // resolved (never ""); t, once queued, is its tenant
+	affinity []Preference // a private copy
+	req      Resources    // Slots at least 1
+	entry    *selEntry    // the selector cache entry: canonical selector and its key
+	key      int64        // aging key: smaller goes first
+	seq      uint64       // submission order, breaks key ties (FIFO)
+	t        *tenant
+	idx      int        // position in whichever heap holds it
+	group    *parkGroup // the group it is parked in, or probing for
+	reason   string     // last park reason reported, so it is reported once
+	attempt  uint32
+	timer    uint32 // generation of its live backoff timer
+	fails    int32  // consecutive blocked attempts: the backoff exponent
+	state    itemState
 }
 
 // shape is what feasibility depends on. Jobs of one shape are parked
@@ -49,7 +52,7 @@ type shape struct {
 	req Resources
 }
 
-func (it *item) shape() shape { return shape{it.selKey, it.req} }
+func (it *item) shape() shape { return shape{it.entry.key, it.req} }
 
 func itemLess(a, b *item) bool { return a.key < b.key || a.key == b.key && a.seq < b.seq }
 

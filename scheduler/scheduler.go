@@ -281,12 +281,12 @@ func (s *Scheduler) Submit(now time.Time, jobs ...Job) error {
 	for i := range jobs {
 		it, err := s.newItem(now, &jobs[i])
 		if err == nil {
-			if _, dup := s.seen[it.job.ID]; dup {
+			if _, dup := s.seen[it.id]; dup {
 				err = fmt.Errorf("%w (twice in one call)", ErrDuplicate)
-			} else if _, dup := s.jobs[it.job.ID]; dup || s.c.hasReservation(Key{it.job.ID, it.job.Attempt}) {
+			} else if _, dup := s.jobs[it.id]; dup || s.c.hasReservation(Key{it.id, it.attempt}) {
 				err = ErrDuplicate
 			}
-			s.seen[it.job.ID] = struct{}{}
+			s.seen[it.id] = struct{}{}
 			items = append(items, it) // so a failure below recycles it too
 		}
 		if err != nil {
@@ -299,9 +299,9 @@ func (s *Scheduler) Submit(now time.Time, jobs ...Job) error {
 	for _, it := range items {
 		s.seq++
 		it.seq = s.seq
-		it.t = s.tenant(it.job.Queue)
+		it.t = s.tenant(it.queue)
 		it.t.pending++
-		s.jobs[it.job.ID] = it
+		s.jobs[it.id] = it
 		s.activate(it)
 	}
 	if len(items) > 0 {
@@ -334,26 +334,25 @@ func (s *Scheduler) newItem(now time.Time, j *Job) (*item, error) {
 		}
 	}
 	it := s.allocItem()
-	it.job = *j
-	if it.job.Queue == "" {
-		it.job.Queue = DefaultQueue
+	it.id, it.attempt, it.queue = j.ID, j.Attempt, j.Queue
+	if it.queue == "" {
+		it.queue = DefaultQueue
 	}
-	if it.job.SubmittedAt.IsZero() {
-		it.job.SubmittedAt = now
+	submitted := j.SubmittedAt
+	if submitted.IsZero() {
+		submitted = now
 	}
-	it.entry = s.intern(j.Selector)
-	it.selKey = it.entry.key
-	it.job.Selector = it.entry.sel // shared, immutable: the caller keeps theirs
+	it.entry = s.intern(j.Selector) // shared, immutable: the caller keeps theirs
 	if len(j.Affinity) > 0 {
 		aff := make([]Preference, len(j.Affinity))
 		for i, p := range j.Affinity {
 			aff[i] = Preference{Requirement{p.Key, p.Op, slices.Clone(p.Values)}, p.Weight}
 		}
-		it.job.Affinity = aff
+		it.affinity = aff
 	}
 	it.req = j.Resources
 	it.req.Slots = max(it.req.Slots, 1)
-	it.key = it.job.SubmittedAt.UnixNano() - int64(j.Priority)*int64(s.cfg.AgingRate)
+	it.key = submitted.UnixNano() - int64(j.Priority)*int64(s.cfg.AgingRate)
 	it.idx = -1
 	return it, nil
 }
@@ -447,7 +446,7 @@ func (s *Scheduler) unlink(it *item) {
 
 // forget drops a job that left the queue for good.
 func (s *Scheduler) forget(it *item) {
-	delete(s.jobs, it.job.ID)
+	delete(s.jobs, it.id)
 	it.t.pending--
 	s.maybeDropTenant(it.t)
 	s.recycle(it)
@@ -549,7 +548,7 @@ func (s *Scheduler) ScheduleRound(now time.Time, limit int) Round {
 		v, w := s.decide(it, nowN)
 		switch v.outcome {
 		case placed:
-			r.Placements = append(r.Placements, Placement{JobID: it.job.ID, Attempt: it.job.Attempt,
+			r.Placements = append(r.Placements, Placement{JobID: it.id, Attempt: it.attempt,
 				Queue: t.name, WorkerID: w.id, Resources: it.req})
 			s.seq++
 			t.served = s.seq
@@ -613,7 +612,7 @@ func (s *Scheduler) park(it *item, reason string, now int64) (Parked, bool) {
 	} else {
 		g = s.parked[it.shape()]
 		if g == nil {
-			g = &parkGroup{shape: it.shape(), sel: it.job.Selector, since: now}
+			g = &parkGroup{shape: it.shape(), sel: it.entry.sel, since: now}
 			s.parked[g.shape] = g
 			arm = true
 		}
@@ -633,7 +632,7 @@ func (s *Scheduler) park(it *item, reason string, now int64) (Parked, bool) {
 		return Parked{}, false
 	}
 	it.reason = reason
-	return Parked{JobID: it.job.ID, Attempt: it.job.Attempt, Queue: it.t.name, Reason: reason, Since: unixTime(g.since)}, true
+	return Parked{JobID: it.id, Attempt: it.attempt, Queue: it.t.name, Reason: reason, Since: unixTime(g.since)}, true
 }
 
 // block backs off a job that fits somewhere but found no room.
@@ -641,7 +640,7 @@ func (s *Scheduler) block(it *item, now int64) {
 	it.state = stBlocked
 	s.blocked.push(it)
 	it.timer++
-	s.blockTimer.push(timer[*item]{now + s.backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, it.fails), it, it.timer})
+	s.blockTimer.push(timer[*item]{now + s.backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, int(it.fails)), it, it.timer})
 	it.fails++
 }
 
@@ -754,7 +753,7 @@ func (s *Scheduler) Parked() []Parked {
 	var out []Parked
 	for _, g := range s.parked {
 		for _, it := range g.items {
-			out = append(out, Parked{JobID: it.job.ID, Attempt: it.job.Attempt, Queue: it.t.name,
+			out = append(out, Parked{JobID: it.id, Attempt: it.attempt, Queue: it.t.name,
 				Reason: g.reason, Since: unixTime(g.since)})
 		}
 	}
