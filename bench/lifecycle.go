@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +81,8 @@ type LifecycleResult struct {
 	EndRSSAnonMB float64 `json:"end_rss_anon_mb"`
 	EndRSSFileMB float64 `json:"end_rss_file_mb"`
 	HeapInuseMB  float64 `json:"heap_inuse_mb"`
+	// MemoryLimitMB is the Go soft memory limit the run had (0: none).
+	MemoryLimitMB float64 `json:"memory_limit_mb"`
 	// RawSpawnPerSec (pty only) is a plain loop of the same PTY spawns at the
 	// same concurrency in the same run: the machine's limit for real jobs.
 	RawSpawnPerSec float64 `json:"raw_spawn_per_sec,omitempty"`
@@ -119,6 +122,9 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	res := LifecycleResult{Jobs: cfg.Jobs, Agents: cfg.Agents, Executor: cfg.Executor}
 	if cfg.MemoryLimit > 0 {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(cfg.MemoryLimit))
+	}
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		res.MemoryLimitMB = float64(l) / (1 << 20)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()

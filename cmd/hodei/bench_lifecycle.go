@@ -15,7 +15,7 @@ func init() { register("bench", newBenchLifecycleCmd) }
 
 func newBenchLifecycleCmd() *cobra.Command {
 	var cfg bench.LifecycleConfig
-	var output, profile, memProfile string
+	var output, profile, memProfile, memLimit string
 	c := &cobra.Command{
 		Use:   "lifecycle",
 		Short: "Jobs per second from submit to succeeded through the real API and agents",
@@ -40,6 +40,13 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 			if cfg.Batch < 1 || cfg.Batch > 1000 {
 				return usageError("--batch %d: want 1..1000", cfg.Batch)
 			}
+			// The in-process server gets the memory limit `hodei server`
+			// would pick with the same flag.
+			lim, err := resolveMemoryLimit(memLimit, "/sys/fs/cgroup", os.Getenv)
+			if err != nil {
+				return err
+			}
+			cfg.MemoryLimit = lim.bytes
 			if profile != "" {
 				f, err := os.Create(profile)
 				if err != nil {
@@ -83,7 +90,7 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().IntVar(&cfg.Submitters, "submitters", 4, "SubmitJobs calls in flight")
 	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 1024 for noop, 2 for pty)")
 	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
-	c.Flags().Int64Var(&cfg.MemoryLimit, "memory-limit", 0, "Go soft memory limit in bytes for the run (0: the runtime's default)")
+	c.Flags().StringVar(&memLimit, "memory-limit", "auto", "Go soft memory limit for the run, as for hodei server: a size (200Mi), off, or auto")
 	c.Flags().StringVar(&cfg.Dir, "dir", "", "where to put the data dir (default a temp dir, removed after)")
 	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	c.Flags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")

@@ -35,6 +35,7 @@ type serverFlags struct {
 	anchorDir              string
 	anchorEvery            time.Duration
 	providers              string
+	memoryLimit            string
 }
 
 func newServerCmd() *cobra.Command {
@@ -83,6 +84,7 @@ reads by default. Agents join with tokens from ` + "`hodei token create --agent`
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.anchorDir, "anchor-dir", "", "write a signed anchor of the log head here every --anchor-every (keep it off the data volume)")
 	fl.DurationVar(&f.anchorEvery, "anchor-every", replay.DefaultAnchorEvery, "how often --anchor-dir gets a new anchor")
+	fl.StringVar(&f.memoryLimit, "memory-limit", "auto", "Go soft memory limit: a size (512Mi, 2G), off, or auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit, else none")
 	fl.StringVar(&f.providers, "providers", "", "JSON file of providers that start agents on demand (Docker, Kubernetes); see docs/providers.md")
 	return c
 }
@@ -140,13 +142,19 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 			cfgLog[i+1] = redactDSN(f.postgres)
 		}
 	}
+	memLimit, err := resolveMemoryLimit(f.memoryLimit, "/sys/fs/cgroup", os.Getenv)
+	if err != nil {
+		return err
+	}
+	memLimit.apply()
 	var providers []providerEntry
 	if f.providers != "" {
 		if providers, err = loadProviders(f.providers); err != nil {
 			return usageError("%v", err)
 		}
 	}
-	log.Info("starting hodei server", append([]any{"version", version}, cfgLog...)...)
+	log.Info("starting hodei server", append([]any{"version", version, "memory_limit_bytes", memLimit.bytes,
+		"memory_limit_from", memLimit.source}, cfgLog...)...)
 	ctx := cmd.Context()
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+func TestResolveMemoryLimit(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	cgroup := func(t *testing.T, name, content string) string {
+		root := t.TempDir()
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return root
+	}
+	cases := []struct {
+		name, flag, root string
+		env              func(string) string
+		want             int64
+		wantErr          string
+	}{
+		{name: "v2 limit", flag: "auto", root: cgroup(t, "memory.max", "1073741824\n"), env: noEnv, want: 966367641},
+		{name: "v2 unlimited", flag: "auto", root: cgroup(t, "memory.max", "max\n"), env: noEnv, want: 0},
+		{name: "v1 limit", flag: "", root: cgroup(t, "memory/memory.limit_in_bytes", "536870912\n"), env: noEnv, want: 483183820},
+		{name: "v1 unlimited", flag: "auto", root: cgroup(t, "memory/memory.limit_in_bytes", "9223372036854771712\n"), env: noEnv, want: 0},
+		{name: "no cgroup", flag: "auto", root: t.TempDir(), env: noEnv, want: 0},
+		{name: "garbage in the cgroup file", flag: "auto", root: cgroup(t, "memory.max", "lots\n"), env: noEnv, want: 0},
+		{name: "explicit", flag: "512Mi", root: cgroup(t, "memory.max", "1073741824\n"), env: noEnv, want: 512 << 20},
+		{name: "off", flag: "off", root: cgroup(t, "memory.max", "1073741824\n"), env: noEnv, want: 0},
+		{name: "bad size", flag: "lots", root: t.TempDir(), env: noEnv, wantErr: `--memory-limit "lots"`},
+		{name: "too small", flag: "1Mi", root: t.TempDir(), env: noEnv, wantErr: "at least 16Mi"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := resolveMemoryLimit(c.flag, c.root, c.env)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("resolveMemoryLimit(%q) = %+v, %v; want an error with %q", c.flag, got, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || got.bytes != c.want || got.source == "" {
+				t.Fatalf("resolveMemoryLimit(%q) = %+v, %v; want %d bytes and a source", c.flag, got, err, c.want)
+			}
+		})
+	}
+	// GOMEMLIMIT wins over the cgroup: auto reports what the runtime applied.
+	prev := debug.SetMemoryLimit(300 << 20)
+	defer debug.SetMemoryLimit(prev)
+	env := func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "300MiB"
+		}
+		return ""
+	}
+	got, err := resolveMemoryLimit("auto", cgroup(t, "memory.max", "1073741824\n"), env)
+	if err != nil || got.bytes != 300<<20 || got.source != "GOMEMLIMIT" {
+		t.Fatalf("auto with GOMEMLIMIT = %+v, %v", got, err)
+	}
+	// apply: a limit is set; off clears one.
+	memoryLimit{bytes: 200 << 20, source: "--memory-limit"}.apply()
+	if l := debug.SetMemoryLimit(-1); l != 200<<20 {
+		t.Fatalf("after apply the runtime limit is %d", l)
+	}
+	memoryLimit{source: "off"}.apply()
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		t.Fatalf("after apply(off) the runtime limit is %d", l)
+	}
+}
