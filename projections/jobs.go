@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/eventstore"
@@ -48,11 +49,17 @@ type JobView struct {
 
 // Jobs is the job view: every job by id, in submission order, with the
 // active jobs of each worker. Safe for concurrent readers while the runner
-// applies.
+// applies. Terminal jobs are kept in a compact encoding (see
+// jobs_compact.go); the others as *JobView.
 type Jobs struct {
 	mu       sync.RWMutex
-	byID     map[string]*JobView
-	order    []*JobView                     // by Seq
+	ids      jobIDs      // id -> index in order
+	order    []jobRef    // by Seq
+	live     []*JobView  // jobs not stored compactly; slots named by jobRefs
+	free     []uint32    // unused slots of live
+	store    jobStore    // compact records
+	intern   internTable // strings shared by compact records
+	enc      jobEncoder
 	onWorker map[string]map[string]struct{} // worker -> active job ids
 	counts   map[domain.JobStatus]int
 }
@@ -67,8 +74,12 @@ func NewJobs() *Jobs {
 }
 
 func (j *Jobs) reset() {
-	j.byID = map[string]*JobView{}
+	j.ids = newJobIDs()
 	j.order = nil
+	j.live, j.free = nil, nil
+	j.store = jobStore{}
+	j.intern = internTable{}
+	j.enc = jobEncoder{intern: &j.intern}
 	j.onWorker = map[string]map[string]struct{}{}
 	j.counts = map[domain.JobStatus]int{}
 }
@@ -81,16 +92,14 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if e, ok := ev.(domain.JobSubmitted); ok {
-		if _, dup := j.byID[e.JobID]; dup {
+		if _, dup := j.ids.get(e.JobID); dup {
 			return fmt.Errorf("job %s submitted twice", e.JobID)
 		}
 		spec := e.Spec.WithDefaults()
 		v := &JobView{ID: e.JobID, Name: spec.Name, Queue: spec.Queue, Submitter: e.Submitter, Labels: spec.Labels, Selector: spec.Selector,
 			Priority: spec.Priority, Resources: spec.Resources, Status: domain.JobStatusQueued, MaxAttempts: spec.MaxAttempts,
 			Timeout: spec.Timeout, SubmittedAt: e.At.UTC(), ExitCode: -1, Seq: uint64(len(j.order) + 1), Position: env.Position}
-		j.byID[e.JobID] = v
-		j.order = append(j.order, v)
-		j.counts[v.Status]++
+		j.add(v)
 		return nil
 	}
 	agg, id, ok := domain.ParseStream(env.StreamID)
@@ -100,12 +109,16 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 	if agg != "job" {
 		return nil // worker events do not change jobs
 	}
-	v := j.byID[id]
-	if v == nil {
+	i, ok := j.ids.get(id)
+	if !ok {
 		return fmt.Errorf("%s for unknown job %s", env.Type, id)
 	}
+	// A compact (terminal) job is decoded, changed and stored again: Decide
+	// gives no events after a terminal one, but the fold does not rely on it.
+	v := j.load(i)
 	before := v.Status
 	v.Position = env.Position
+	var err error
 	switch e := ev.(type) {
 	case domain.JobParked:
 		v.Parked = e.Reason
@@ -135,13 +148,77 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 	case domain.JobTimedOut:
 		j.end(v, domain.JobStatusTimedOut, e.At, e.ExitCode, e.Signal, e.Reason, e.Runtime)
 	default:
-		return fmt.Errorf("job view: unhandled event %s", env.Type)
+		err = fmt.Errorf("job view: unhandled event %s", env.Type)
 	}
 	if v.Status != before {
 		j.counts[before]--
 		j.counts[v.Status]++
 	}
-	return nil
+	j.save(i, v) // also on error: the position changed, as it always has
+	return err
+}
+
+// add appends v, a new job with the next Seq.
+func (j *Jobs) add(v *JobView) {
+	i := uint32(len(j.order))
+	j.ids.put(v.ID, i)
+	j.order = append(j.order, 0)
+	j.counts[v.Status]++
+	j.save(i, v)
+}
+
+// load returns the job at index i to change: the live view itself, or a
+// decoded copy of a compact one (which save must store again).
+func (j *Jobs) load(i uint32) *JobView {
+	r := j.order[i]
+	if r.live() {
+		return j.live[r.slot()]
+	}
+	v := new(JobView)
+	decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, v)
+	return v
+}
+
+// save stores v, the job at index i: compactly when it is terminal and
+// encodes exactly, else as a live view.
+func (j *Jobs) save(i uint32, v *JobView) {
+	r := j.order[i]
+	code := statusCode(v.Status)
+	if v.Status.Terminal() {
+		if rec, ok := j.enc.encodeJob(v); ok {
+			if r.live() {
+				j.live[r.slot()] = nil
+				j.free = append(j.free, r.slot())
+			}
+			j.order[i] = storedRef(code, j.store.add(rec))
+			return
+		}
+	}
+	if r.live() && j.live[r.slot()] == v {
+		j.order[i] = liveRef(code, r.slot())
+		return
+	}
+	var slot uint32
+	if n := len(j.free); n > 0 {
+		slot = j.free[n-1]
+		j.free = j.free[:n-1]
+		j.live[slot] = v
+	} else {
+		slot = uint32(len(j.live))
+		j.live = append(j.live, v)
+	}
+	j.order[i] = liveRef(code, slot)
+}
+
+// viewAt returns a copy of the job at index i.
+func (j *Jobs) viewAt(i uint32) JobView {
+	r := j.order[i]
+	if r.live() {
+		return *j.live[r.slot()]
+	}
+	var v JobView
+	decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, &v)
+	return v
 }
 
 func (j *Jobs) bind(v *JobView) {
@@ -172,11 +249,11 @@ func (j *Jobs) end(v *JobView, s domain.JobStatus, at time.Time, exit int, signa
 func (j *Jobs) Get(id string) (JobView, bool) {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
-	v := j.byID[id]
-	if v == nil {
+	i, ok := j.ids.get(id)
+	if !ok {
 		return JobView{}, false
 	}
-	return *v, true
+	return j.viewAt(i), true
 }
 
 // JobFilter selects jobs for List. Zero fields match everything.
@@ -213,6 +290,41 @@ func (f *JobFilter) match(v *JobView) bool {
 	return true
 }
 
+// jobMatcher is a JobFilter prepared for matching jobRefs.
+type jobMatcher struct {
+	f        *JobFilter
+	statuses uint16 // bit per status code in f.Statuses
+	rest     bool   // f has a queue, worker or labels
+	rec      recordMatcher
+}
+
+func newJobMatcher(f *JobFilter, t *internTable) jobMatcher {
+	m := jobMatcher{f: f, rest: f.Queue != "" || f.Worker != "" || len(f.Labels) > 0}
+	if m.rest {
+		m.rec = newRecordMatcher(f, t)
+	}
+	for _, s := range f.Statuses {
+		if c := statusCode(s); c != statusOther {
+			m.statuses |= 1 << c
+		}
+	}
+	return m
+}
+
+// matchAt reports whether the job at index i matches; it decodes nothing
+// when the status alone decides.
+func (j *Jobs) matchAt(m *jobMatcher, i uint32) bool {
+	r := j.order[i]
+	if r.live() {
+		return m.f.match(j.live[r.slot()])
+	}
+	// A compact job's status is always a known one.
+	if len(m.f.Statuses) > 0 && m.statuses&(1<<r.code()) == 0 {
+		return false
+	}
+	return !m.rest || m.rec.match(j.store.record(r.addr()), j.intern.strs)
+}
+
 // List returns copies of the jobs that match f, in submission order (or
 // reverse), at most f.Limit (default 100), and the cursor for the next page
 // (0 when there is none).
@@ -222,6 +334,7 @@ func (j *Jobs) List(f JobFilter) ([]JobView, uint64) {
 	}
 	j.mu.RLock()
 	defer j.mu.RUnlock()
+	m := newJobMatcher(&f, &j.intern)
 	var out []JobView
 	n := uint64(len(j.order))
 	if f.Descending {
@@ -230,21 +343,21 @@ func (j *Jobs) List(f JobFilter) ([]JobView, uint64) {
 			start = f.After - 1
 		}
 		for i := start; i > 0; i-- {
-			if v := j.order[i-1]; f.match(v) {
+			if j.matchAt(&m, uint32(i-1)) {
 				if len(out) == f.Limit {
 					return out, out[len(out)-1].Seq
 				}
-				out = append(out, *v)
+				out = append(out, j.viewAt(uint32(i-1)))
 			}
 		}
 		return out, 0
 	}
 	for i := f.After; i < n; i++ {
-		if v := j.order[i]; f.match(v) {
+		if j.matchAt(&m, uint32(i)) {
 			if len(out) == f.Limit {
 				return out, out[len(out)-1].Seq
 			}
-			out = append(out, *v)
+			out = append(out, j.viewAt(uint32(i)))
 		}
 	}
 	return out, 0
@@ -281,21 +394,44 @@ func (j *Jobs) Counts() map[domain.JobStatus]int {
 func (j *Jobs) Each(fn func(JobView) bool) {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
-	for _, v := range j.order {
-		if !fn(*v) {
+	for i := range j.order {
+		if !fn(j.viewAt(uint32(i))) {
 			return
 		}
 	}
 }
 
-// MarshalState implements Projection: the jobs in submission order.
+// MarshalState implements Projection: the jobs in submission order, encoded
+// as the msgpack array of *JobView that this view has always written. Compact
+// jobs are decoded one at a time into the encoder.
 func (j *Jobs) MarshalState() ([]byte, error) {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
-	return marshalState(j.order)
+	if len(j.order) == 0 {
+		return marshalState([]*JobView(nil))
+	}
+	var buf bytes.Buffer
+	enc := newStateEncoder(&buf)
+	if err := enc.EncodeArrayLen(len(j.order)); err != nil {
+		return nil, err
+	}
+	var scratch JobView
+	for i, r := range j.order {
+		v := &scratch
+		if r.live() {
+			v = j.live[r.slot()]
+		} else {
+			decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, v)
+		}
+		if err := enc.Encode(v); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
 }
 
-// UnmarshalState implements Projection.
+// UnmarshalState implements Projection. It decodes the jobs one at a time,
+// storing the terminal ones compactly. On an error the view is left empty.
 func (j *Jobs) UnmarshalState(b []byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -303,20 +439,41 @@ func (j *Jobs) UnmarshalState(b []byte) error {
 	if b == nil {
 		return nil
 	}
-	var order []*JobView
-	if err := unmarshalState(b, &order); err != nil {
+	if err := j.unmarshal(b); err != nil {
+		j.reset()
+		return err
+	}
+	return nil
+}
+
+func (j *Jobs) unmarshal(b []byte) error {
+	dec := newStateDecoder(b)
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
 		return fmt.Errorf("job view snapshot: %w", err)
 	}
-	for i, v := range order {
-		if v == nil || v.Seq != uint64(i+1) || j.byID[v.ID] != nil {
+	if n > 0 {
+		j.order = make([]jobRef, 0, min(n, len(b)))
+	}
+	for i := 0; i < n; i++ {
+		c, err := dec.PeekCode()
+		if err != nil {
+			return fmt.Errorf("job view snapshot: %w", err)
+		}
+		if c == msgpcode.Nil {
 			return fmt.Errorf("job view snapshot: entry %d is out of order", i)
 		}
-		j.byID[v.ID] = v
-		j.order = append(j.order, v)
-		j.counts[v.Status]++
+		v := new(JobView)
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("job view snapshot: %w", err)
+		}
+		if _, dup := j.ids.get(v.ID); v.Seq != uint64(i+1) || dup {
+			return fmt.Errorf("job view snapshot: entry %d is out of order", i)
+		}
 		if v.Status.Active() && v.Worker != "" {
 			j.bind(v)
 		}
+		j.add(v)
 	}
 	return nil
 }
@@ -325,18 +482,26 @@ func (j *Jobs) UnmarshalState(b []byte) error {
 // equal bytes.
 func marshalState(v any) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetSortMapKeys(true)
-	enc.SetCustomStructTag("json")
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
+	if err := newStateEncoder(&buf).Encode(v); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
 }
 
+func newStateEncoder(buf *bytes.Buffer) *msgpack.Encoder {
+	enc := msgpack.NewEncoder(buf)
+	enc.SetSortMapKeys(true)
+	enc.SetCustomStructTag("json")
+	enc.UseCompactInts(true)
+	return enc
+}
+
 func unmarshalState(b []byte, v any) error {
+	return newStateDecoder(b).Decode(v)
+}
+
+func newStateDecoder(b []byte) *msgpack.Decoder {
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	dec.SetCustomStructTag("json")
-	return dec.Decode(v)
+	return dec
 }

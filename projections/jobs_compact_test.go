@@ -1,0 +1,619 @@
+package projections
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore"
+)
+
+// jobEventGen makes a random, often nonsensical, stream of job events: the
+// views must fold any sequence the same way, including events after a
+// terminal one, for unknown jobs and of unhandled types.
+type jobEventGen struct {
+	r       *rand.Rand
+	pos     uint64
+	ids     []string
+	status  map[string]domain.JobStatus
+	attempt map[string]uint32
+	workers []string
+	n       int
+}
+
+func newJobEventGen(seed uint64) *jobEventGen {
+	return &jobEventGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), status: map[string]domain.JobStatus{},
+		attempt: map[string]uint32{}, workers: []string{"w1", "w2", "worker-3", strings.Repeat("w", 80)}}
+}
+
+func (g *jobEventGen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
+
+func (g *jobEventGen) newID() string {
+	g.n++
+	switch g.r.IntN(8) {
+	case 0:
+		return fmt.Sprintf("job-%d", g.n)
+	case 1:
+		return strings.ToUpper(eventstore.NewID().String()) // UUID-shaped, not canonical
+	case 2:
+		return fmt.Sprintf("x%0127d", g.n) // longest valid id
+	case 3:
+		return fmt.Sprintf("%08d-0000-0000-0000-00000000000g", g.n) // dashes right, not hex
+	case 4:
+		return fmt.Sprintf("a.b_c-%d", g.n)
+	}
+	return eventstore.NewID().String()
+}
+
+func (g *jobEventGen) time() time.Time {
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	switch g.r.IntN(14) {
+	case 0:
+		return time.Time{}
+	case 1:
+		return time.Unix(0, 0)
+	case 2:
+		return time.Time{}.Add(time.Duration(g.r.Int64N(1000)))
+	case 3:
+		return time.Date(2700, 1, 2, 3, 4, 5, 6, time.UTC) // beyond int64 nanoseconds
+	case 4:
+		return time.Date(1500, 1, 2, 3, 4, 5, 999999999, time.FixedZone("x", 3600))
+	case 5:
+		return time.Now() // with a monotonic reading
+	case 6:
+		return base.Add(-time.Duration(g.r.Int64N(int64(time.Hour)))).In(time.Local)
+	case 7:
+		return time.Date(2262, 4, 11, 23, 47, 16, 854775807, time.UTC) // near the int64 limit
+	}
+	return base.Add(time.Duration(g.r.Int64N(int64(48 * time.Hour))))
+}
+
+func (g *jobEventGen) labels() map[string]string {
+	switch g.r.IntN(5) {
+	case 0:
+		return nil
+	case 1:
+		return map[string]string{}
+	}
+	m := map[string]string{}
+	for i := g.r.IntN(4); i >= 0; i-- {
+		m[g.pick("team", "env", "k", "", strings.Repeat("long", 20))] = g.pick("a", "b", "", "prod", fmt.Sprintf("v%d", g.r.IntN(1000)))
+	}
+	return m
+}
+
+func (g *jobEventGen) text() string {
+	return g.pick("", "agent-lost", "exit status 3", "killed by SIGKILL", fmt.Sprintf("unique reason %d", g.r.Int()), strings.Repeat("r", 300))
+}
+
+// next returns the next envelope and event.
+func (g *jobEventGen) next() (*eventstore.Envelope, eventstore.Event) {
+	g.pos++
+	env := &eventstore.Envelope{Position: g.pos}
+	if len(g.ids) == 0 || g.r.IntN(6) == 0 {
+		id := g.newID()
+		if len(g.ids) > 0 && g.r.IntN(40) == 0 {
+			id = g.ids[g.r.IntN(len(g.ids))] // submitted twice
+		} else {
+			g.ids = append(g.ids, id)
+			g.status[id] = domain.JobStatusQueued
+		}
+		spec := domain.JobSpec{Name: g.pick("", "bench", "build", fmt.Sprintf("n%d", g.r.IntN(100000))), Labels: g.labels(), Selector: g.labels(),
+			Queue: g.pick("", "default", "q1"), Priority: g.r.IntN(21) - 10, MaxAttempts: g.r.IntN(4),
+			Resources: domain.Resources{Slots: g.r.Int64N(3), CPUMillis: g.r.Int64N(8000), MemoryBytes: g.r.Int64N(1 << 40)}}
+		if g.r.IntN(3) == 0 {
+			spec.Timeout = time.Duration(g.r.Int64N(int64(time.Hour)))
+		}
+		env.StreamID, env.Type = domain.JobStream(id), domain.TypeJobSubmitted
+		return env, domain.JobSubmitted{JobID: id, Spec: spec, Submitter: g.pick("alice", "bob", ""), At: g.time()}
+	}
+	id := g.ids[g.r.IntN(len(g.ids))]
+	switch g.r.IntN(60) {
+	case 0:
+		id = "missing-" + id[:min(len(id), 10)]
+	case 1:
+		env.StreamID, env.Type = domain.WorkerStream("w1"), "worker.registered"
+		return env, domain.WorkerRegistered{WorkerID: "w1"}
+	case 2:
+		env.StreamID, env.Type = domain.JobStream(id), "worker.registered"
+		return env, domain.WorkerRegistered{WorkerID: "w1"} // unhandled on a job stream
+	}
+	env.StreamID = domain.JobStream(id)
+	st := g.status[id]
+	worker := g.pick(g.workers...)
+	at := g.time()
+	kind := g.r.IntN(12)
+	if g.r.IntN(10) < 7 { // mostly the natural next step
+		switch {
+		case st == domain.JobStatusQueued:
+			kind = []int{0, 1, 2, 2, 2, 10}[g.r.IntN(6)]
+		case st == domain.JobStatusScheduled:
+			kind = []int{3, 3, 7, 6}[g.r.IntN(4)]
+		case st == domain.JobStatusAccepted:
+			kind = []int{4, 4, 7, 9}[g.r.IntN(4)]
+		case st == domain.JobStatusRunning:
+			kind = []int{8, 8, 8, 9, 10, 11, 6, 7}[g.r.IntN(8)]
+		}
+	}
+	var ev eventstore.Event
+	a := g.attempt[id]
+	switch kind {
+	case 0:
+		ev = domain.JobParked{JobID: id, Reason: g.text(), At: at}
+	case 1:
+		ev = domain.JobUnparked{JobID: id, At: at}
+	case 2:
+		a++
+		g.attempt[id] = a
+		st = domain.JobStatusScheduled
+		ev = domain.JobScheduled{JobID: id, Attempt: a, WorkerID: worker, At: at}
+	case 3:
+		st = domain.JobStatusAccepted
+		ev = domain.JobAccepted{JobID: id, Attempt: a, WorkerID: worker, At: at}
+	case 4:
+		st = domain.JobStatusRunning
+		ev = domain.JobStarted{JobID: id, Attempt: a, WorkerID: worker, At: at}
+	case 5:
+		ev = domain.JobCancelRequested{JobID: id, By: "user:x", Reason: g.text(), At: at}
+	case 6:
+		ev = domain.JobCancelRequested{JobID: id, By: "user:x", Reason: g.text(), At: at}
+	case 7:
+		st = domain.JobStatusQueued
+		ev = domain.JobRequeued{JobID: id, Attempt: a, WorkerID: worker, Reason: g.text(), At: at}
+	case 8:
+		st = domain.JobStatusSucceeded
+		ev = domain.JobSucceeded{JobID: id, Attempt: a, WorkerID: worker, Runtime: time.Duration(g.r.Int64N(int64(time.Hour))), At: at}
+	case 9:
+		st = domain.JobStatusFailed
+		ev = domain.JobFailed{JobID: id, Attempt: a, WorkerID: worker, ExitCode: g.r.IntN(300) - 150, Signal: g.pick("", "SIGKILL"),
+			Reason: g.text(), Runtime: time.Duration(g.r.Int64N(int64(time.Hour))) - time.Minute, At: at}
+	case 10:
+		st = domain.JobStatusCancelled
+		ev = domain.JobCancelled{JobID: id, Attempt: a, WorkerID: worker, By: "u", Reason: g.text(), ExitCode: -1, Runtime: 5, At: at}
+	case 11:
+		st = domain.JobStatusTimedOut
+		ev = domain.JobTimedOut{JobID: id, Attempt: a, WorkerID: worker, Reason: g.text(), ExitCode: g.r.IntN(3) - 1,
+			Signal: g.pick("", "SIGTERM"), Runtime: time.Duration(g.r.Int64N(1 << 62)), At: at}
+	}
+	g.status[id] = st
+	env.Type = ev.EventType()
+	return env, ev
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// compareJobs checks every read of got against want.
+func compareJobs(t *testing.T, step int, got *Jobs, want *refJobs, g *jobEventGen) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("after %d events: %s", step, fmt.Sprintf(format, args...))
+	}
+	for _, id := range append(g.ids, "nope", "00000000-0000-0000-0000-000000000000") {
+		gv, gok := got.Get(id)
+		wv, wok := want.Get(id)
+		if gok != wok || !reflect.DeepEqual(gv, wv) {
+			fail("Get(%q) = %+v, %v; want %+v, %v", id, gv, gok, wv, wok)
+		}
+	}
+	n := uint64(len(g.ids))
+	filters := []JobFilter{
+		{}, {Descending: true}, {Limit: 7}, {Limit: 7, Descending: true}, {After: n / 2, Limit: 5}, {After: n / 2, Limit: 5, Descending: true},
+		{After: n + 3, Descending: true, Limit: 3}, {After: n + 3, Limit: 3},
+		{Statuses: []domain.JobStatus{domain.JobStatusRunning}, Limit: 1000},
+		{Statuses: []domain.JobStatus{domain.JobStatusSucceeded, domain.JobStatusQueued}, Descending: true, Limit: 11},
+		{Statuses: []domain.JobStatus{"bogus"}},
+		{Statuses: []domain.JobStatus{domain.JobStatusFailed, domain.JobStatusTimedOut, domain.JobStatusCancelled}, Queue: "q1", Limit: 1000},
+		{Queue: "default", Descending: true, Limit: 13},
+		{Worker: "w2", Limit: 1000},
+		{Worker: "w1", Statuses: []domain.JobStatus{domain.JobStatusSucceeded}, Limit: 1000},
+		{Labels: map[string]string{"team": "a"}, Limit: 1000},
+		{Labels: map[string]string{"env": ""}, Limit: 1000},
+		{Labels: map[string]string{"": "prod", "k": "b"}, Limit: 1000},
+		{Labels: map[string]string{strings.Repeat("long", 20): "a"}, Queue: "q1", Worker: "w1", Limit: 1000},
+	}
+	for _, f := range filters {
+		for {
+			gl, gn := got.List(f)
+			wl, wn := want.List(f)
+			if gn != wn || !reflect.DeepEqual(gl, wl) {
+				fail("List(%+v) = %d jobs, next %d; want %d jobs, next %d", f, len(gl), gn, len(wl), wn)
+			}
+			if wn == 0 || f.Limit > 100 {
+				break
+			}
+			f.After = wn
+		}
+	}
+	for _, w := range append(g.workers, "", "none") {
+		if gw, ww := got.ActiveOn(w), want.ActiveOn(w); !reflect.DeepEqual(gw, ww) {
+			fail("ActiveOn(%q) = %v, want %v", w, gw, ww)
+		}
+	}
+	if gc, wc := got.Counts(), want.Counts(); !reflect.DeepEqual(gc, wc) {
+		fail("Counts() = %v, want %v", gc, wc)
+	}
+	var ge, we []JobView
+	got.Each(func(v JobView) bool { ge = append(ge, v); return true })
+	want.Each(func(v JobView) bool { we = append(we, v); return true })
+	if !reflect.DeepEqual(ge, we) {
+		fail("Each differs")
+	}
+	ge = ge[:0]
+	got.Each(func(v JobView) bool { ge = append(ge, v); return len(ge) < 3 })
+	if len(we) > 3 && len(ge) != 3 {
+		fail("Each did not stop")
+	}
+	gb, gerr := got.MarshalState()
+	wb, werr := want.MarshalState()
+	if gerr != nil || werr != nil || !bytes.Equal(gb, wb) {
+		fail("MarshalState() = %d bytes, %v; want %d bytes, %v", len(gb), gerr, len(wb), werr)
+	}
+}
+
+func TestJobsCompactMatchesReference(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			g := newJobEventGen(seed)
+			got, want := NewJobs(), newRefJobs()
+			compareJobs(t, 0, got, want, g)
+			const events, every = 6000, 250
+			for i := 1; i <= events; i++ {
+				env, ev := g.next()
+				gerr, werr := got.Apply(env, ev), want.Apply(env, ev)
+				if errString(gerr) != errString(werr) {
+					t.Fatalf("event %d (%s): Apply() = %v, want %v", i, env.Type, gerr, werr)
+				}
+				if i%every == 0 {
+					compareJobs(t, i, got, want, g)
+				}
+				if i == events/2 || i == events*3/4 {
+					// Restart both from the old view's snapshot and go on.
+					b, err := want.MarshalState()
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, want = NewJobs(), newRefJobs()
+					if err := got.UnmarshalState(b); err != nil {
+						t.Fatal(err)
+					}
+					if err := want.UnmarshalState(b); err != nil {
+						t.Fatal(err)
+					}
+					compareJobs(t, i, got, want, g)
+				}
+			}
+			if got.store.bytes == 0 || len(got.live) == len(got.order) {
+				t.Errorf("nothing was stored compactly")
+			}
+		})
+	}
+}
+
+func TestJobsUnmarshalStateErrors(t *testing.T) {
+	g := newJobEventGen(9)
+	ref := newRefJobs()
+	for i := 0; i < 300; i++ {
+		env, ev := g.next()
+		_ = ref.Apply(env, ev)
+	}
+	good, _ := ref.MarshalState()
+	views := append([]*JobView(nil), ref.order...)
+	dup := append(append([]*JobView(nil), views...), views[0])
+	swapped := append([]*JobView(nil), views...)
+	swapped[1], swapped[2] = swapped[2], swapped[1]
+	withNil := append(append([]*JobView(nil), views[:3]...), nil)
+	empty, _ := marshalState([]*JobView{})
+	nilState, _ := marshalState([]*JobView(nil))
+	cases := map[string][]byte{"good": good, "nil": nil, "empty": empty, "nilState": nilState,
+		"truncated": good[:len(good)/2], "garbage": []byte{0x93, 0x01}, "map": []byte{0x80}}
+	for name, vs := range map[string][]*JobView{"dup": dup, "swapped": swapped, "withNil": withNil} {
+		b, err := marshalState(vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases[name] = b
+	}
+	for name, b := range cases {
+		got, want := NewJobs(), newRefJobs()
+		gerr, werr := got.UnmarshalState(b), want.UnmarshalState(b)
+		if (gerr == nil) != (werr == nil) {
+			t.Errorf("%s: UnmarshalState() = %v, want %v", name, gerr, werr)
+			continue
+		}
+		if werr != nil {
+			continue // the old view kept part of the snapshot; the new one keeps nothing
+		}
+		gb, _ := got.MarshalState()
+		wb, _ := want.MarshalState()
+		if !bytes.Equal(gb, wb) {
+			t.Errorf("%s: state after UnmarshalState differs", name)
+		}
+	}
+}
+
+func TestParseUUID(t *testing.T) {
+	for i := 0; i < 1000; i++ {
+		s := eventstore.NewID().String()
+		u, ok := parseUUID(s)
+		if !ok || formatUUID(u[:]) != s {
+			t.Fatalf("parseUUID(%q) = %x, %v", s, u, ok)
+		}
+	}
+	for _, s := range []string{"", "0190b6a2-7c1e-7000-8000-00000000000", "0190B6A2-7C1E-7000-8000-000000000000",
+		"0190b6a2-7c1e-7000-8000-00000000000g", "0190b6a2x7c1e-7000-8000-000000000000", "0190b6a27c1e70008000000000000000"} {
+		if _, ok := parseUUID(s); ok {
+			t.Errorf("parseUUID(%q) ok", s)
+		}
+	}
+}
+
+// benchJobEvents returns the events of n bench-like jobs, each submitted,
+// scheduled, accepted, started and succeeded, as `hodei bench lifecycle`
+// makes them.
+func benchJobEvents(n int, each func(*eventstore.Envelope, eventstore.Event)) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	var pos uint64
+	emit := func(id string, ev eventstore.Event) {
+		pos++
+		each(&eventstore.Envelope{Position: pos, StreamID: domain.JobStream(id), Type: ev.EventType()}, ev)
+	}
+	for i := 0; i < n; i++ {
+		id := eventstore.NewID().String()
+		t0 := at.Add(time.Duration(i) * 137 * time.Microsecond)
+		w := fmt.Sprintf("bench-w%d", i%8)
+		emit(id, domain.JobSubmitted{JobID: id, Submitter: "bench", At: t0,
+			Spec: domain.JobSpec{Name: "bench", Script: "true"}.WithDefaults()})
+		emit(id, domain.JobScheduled{JobID: id, Attempt: 1, WorkerID: w, At: t0.Add(1234567)})
+		emit(id, domain.JobAccepted{JobID: id, Attempt: 1, WorkerID: w, At: t0.Add(2345678)})
+		emit(id, domain.JobStarted{JobID: id, Attempt: 1, WorkerID: w, At: t0.Add(3456789)})
+		emit(id, domain.JobSucceeded{JobID: id, Attempt: 1, WorkerID: w, Runtime: 4567890, At: t0.Add(9876543)})
+	}
+}
+
+// copyEvent gives each job's strings their own allocations, as decoding
+// events from the log does, so the reference view is measured fairly.
+func copyEvent(ev eventstore.Event) eventstore.Event {
+	c := func(s string) string { return string([]byte(s)) }
+	switch e := ev.(type) {
+	case domain.JobSubmitted:
+		e.JobID, e.Submitter, e.Spec.Name, e.Spec.Queue = c(e.JobID), c(e.Submitter), c(e.Spec.Name), c(e.Spec.Queue)
+		return e
+	case domain.JobScheduled:
+		e.WorkerID = c(e.WorkerID)
+		return e
+	}
+	return ev
+}
+
+func heapAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkJobsMemory reports the live heap per job of 200,000 finished
+// bench-like jobs, for the compact view and the old one.
+func BenchmarkJobsMemory(b *testing.B) {
+	const n = 200_000
+	for _, impl := range []string{"compact", "reference"} {
+		b.Run(impl, func(b *testing.B) {
+			var perJob float64
+			for range b.N {
+				before := heapAlloc()
+				var p interface {
+					Apply(*eventstore.Envelope, eventstore.Event) error
+				}
+				if impl == "compact" {
+					p = NewJobs()
+				} else {
+					p = newRefJobs()
+				}
+				benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+					env.StreamID = string([]byte(env.StreamID))
+					if err := p.Apply(env, copyEvent(ev)); err != nil {
+						b.Fatal(err)
+					}
+				})
+				after := heapAlloc()
+				perJob = float64(int64(after)-int64(before)) / n
+				runtime.KeepAlive(p)
+			}
+			b.ReportMetric(perJob, "B/job")
+		})
+	}
+}
+
+// BenchmarkJobsList lists the newest 100 of 200,000 mostly finished jobs,
+// unfiltered and filtered by an active status.
+func BenchmarkJobsList(b *testing.B) {
+	const n = 200_000
+	type lister interface {
+		Apply(*eventstore.Envelope, eventstore.Event) error
+		List(JobFilter) ([]JobView, uint64)
+	}
+	for _, impl := range []string{"compact", "reference"} {
+		var p lister = NewJobs()
+		if impl == "reference" {
+			p = newRefJobs()
+		}
+		i := 0
+		benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+			// Leave every 1000th job running.
+			if _, ok := ev.(domain.JobSucceeded); ok {
+				if i++; i%1000 == 0 {
+					return
+				}
+			}
+			if err := p.Apply(env, ev); err != nil {
+				b.Fatal(err)
+			}
+		})
+		for _, f := range []struct {
+			name string
+			f    JobFilter
+		}{
+			{"newest100", JobFilter{Descending: true, Limit: 100}},
+			{"newest100running", JobFilter{Descending: true, Limit: 100, Statuses: []domain.JobStatus{domain.JobStatusRunning}}},
+			{"newest100queue", JobFilter{Descending: true, Limit: 100, Queue: "q1"}},
+		} {
+			b.Run(impl+"/"+f.name, func(b *testing.B) {
+				for range b.N {
+					if l, _ := p.List(f.f); len(l) == 0 && f.f.Queue == "" {
+						b.Fatal("empty list")
+					}
+				}
+			})
+		}
+	}
+}
+
+// Readers run while Apply moves jobs into the compact store (run with -race).
+func TestJobsConcurrentReaders(t *testing.T) {
+	j := NewJobs()
+	type applied struct {
+		env *eventstore.Envelope
+		ev  eventstore.Event
+	}
+	var ids []string
+	var events []applied
+	benchJobEvents(500, func(env *eventstore.Envelope, ev eventstore.Event) {
+		if e, ok := ev.(domain.JobSubmitted); ok {
+			ids = append(ids, e.JobID)
+		}
+		events = append(events, applied{env, ev})
+	})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				j.Get(ids[k%len(ids)])
+				j.List(JobFilter{Descending: true, Limit: 10, Queue: "default"})
+				j.List(JobFilter{Statuses: []domain.JobStatus{domain.JobStatusSucceeded}, Worker: "bench-w1"})
+				j.ActiveOn("bench-w1")
+				j.Counts()
+				if k%64 == 0 {
+					j.Each(func(JobView) bool { return true })
+					if _, err := j.MarshalState(); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	for _, a := range events {
+		if err := j.Apply(a.env, a.ev); err != nil {
+			t.Error(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if c := j.Counts(); c[domain.JobStatusSucceeded] != 500 {
+		t.Errorf("Counts() = %v", c)
+	}
+}
+
+// Every time a view can hold either round trips exactly or keeps the job
+// out of the compact store.
+func TestJobsCompactTimes(t *testing.T) {
+	cases := []struct {
+		t    time.Time
+		want bool
+	}{
+		{time.Time{}, true},
+		{time.Time{}.In(time.Local), true},
+		{time.Unix(0, 0), true},
+		{time.Unix(0, 0).UTC(), true},
+		{time.Unix(-1, 999999999).UTC(), true},
+		{time.Date(2026, 11, 27, 10, 0, 0, 123, time.UTC), true},
+		{time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), true},
+		{time.Date(-500, 1, 1, 0, 0, 0, 1, time.UTC), true},
+		{time.Unix(1<<40, 5), true},
+		{time.Now(), false}, // monotonic reading
+		{time.Now().UTC(), true},
+		{time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("x", 3600)), false},
+	}
+	intern := &internTable{}
+	enc := jobEncoder{intern: intern}
+	for _, c := range cases {
+		for field := 0; field < 4; field++ {
+			v := JobView{ID: "a", Status: domain.JobStatusFailed, Labels: map[string]string{}, Seq: 7,
+				SubmittedAt: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
+			*[]*time.Time{&v.SubmittedAt, &v.ScheduledAt, &v.StartedAt, &v.EndedAt}[field] = c.t
+			rec, ok := enc.encodeJob(&v)
+			if ok != c.want {
+				t.Errorf("encodeJob(time %v in field %d) ok = %v, want %v", c.t, field, ok, c.want)
+				continue
+			}
+			if !ok {
+				continue
+			}
+			var got JobView
+			decodeJob(rec, intern.strs, 7, &got)
+			if !reflect.DeepEqual(got, v) {
+				t.Errorf("time %#v in field %d: decoded %+v, want %+v", c.t, field, got, v)
+			}
+		}
+	}
+}
+
+// A bench-like fold (every job compact) snapshots to the old view's bytes,
+// and restores from them.
+func TestJobsBenchLikeMatchesReference(t *testing.T) {
+	got, want := NewJobs(), newRefJobs()
+	benchJobEvents(20_000, func(env *eventstore.Envelope, ev eventstore.Event) {
+		if err := got.Apply(env, ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := want.Apply(env, ev); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(got.live) != 0 && got.live[0] != nil {
+		t.Errorf("a finished job is still live")
+	}
+	gb, _ := got.MarshalState()
+	wb, _ := want.MarshalState()
+	if !bytes.Equal(gb, wb) {
+		t.Fatalf("MarshalState() differs from the old view's")
+	}
+	restored := NewJobs()
+	if err := restored.UnmarshalState(wb); err != nil {
+		t.Fatal(err)
+	}
+	if rb, _ := restored.MarshalState(); !bytes.Equal(rb, wb) {
+		t.Fatalf("MarshalState() after UnmarshalState differs")
+	}
+	// The old view's Get after a restore (times in time.Local, nil maps).
+	restoredRef := newRefJobs()
+	if err := restoredRef.UnmarshalState(wb); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range restoredRef.order[:100] {
+		if g, _ := restored.Get(v.ID); !reflect.DeepEqual(g, *v) {
+			t.Fatalf("Get(%s) after restore = %+v, want %+v", v.ID, g, *v)
+		}
+	}
+}
