@@ -7,8 +7,11 @@ import (
 	"time"
 )
 
-// DefaultRingSize is the number of recent events a Bus keeps in memory.
-const DefaultRingSize = 1 << 16
+// DefaultRingSize is the number of recent events a Bus keeps in memory:
+// about 0.2 s of a busy server's log (75,000 events/s in bench lifecycle),
+// some 5 MB with the payloads it keeps alive. A subscriber further behind
+// reads the store, at several million events/s, until it catches up.
+const DefaultRingSize = 1 << 14
 
 // Bus is the in-process fan-out of committed events. An adapter publishes
 // each committed batch, in position order, after its commit is durable; a
