@@ -49,17 +49,19 @@ type JobView struct {
 
 // Jobs is the job view: every job by id, in submission order, with the
 // active jobs of each worker. Safe for concurrent readers while the runner
-// applies. Terminal jobs are kept in a compact encoding (see
-// jobs_compact.go); the others as *JobView.
+// applies. Terminal and queued jobs are kept in a compact encoding (see
+// jobs_compact.go and jobs_queue.go); the others as *JobView.
 type Jobs struct {
 	mu       sync.RWMutex
 	ids      jobIDs      // id -> index in order
 	order    []jobRef    // by Seq
 	live     []*JobView  // jobs not stored compactly; slots named by jobRefs
 	free     []uint32    // unused slots of live
-	store    jobStore    // compact records
+	store    jobStore    // compact records of terminal jobs
+	queue    queueStore  // compact records of queued jobs
 	intern   internTable // strings shared by compact records
 	enc      jobEncoder
+	scratch  JobView                        // a job being changed by Apply, when it is not live
 	onWorker map[string]map[string]struct{} // worker -> active job ids
 	counts   map[domain.JobStatus]int
 }
@@ -78,6 +80,8 @@ func (j *Jobs) reset() {
 	j.order = nil
 	j.live, j.free = nil, nil
 	j.store = jobStore{}
+	j.queue = queueStore{}
+	j.scratch = JobView{}
 	j.intern = internTable{}
 	j.enc = jobEncoder{intern: &j.intern}
 	j.onWorker = map[string]map[string]struct{}{}
@@ -96,7 +100,8 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 			return fmt.Errorf("job %s submitted twice", e.JobID)
 		}
 		spec := e.Spec.WithDefaults()
-		v := &JobView{ID: e.JobID, Name: spec.Name, Queue: spec.Queue, Submitter: e.Submitter, Labels: spec.Labels, Selector: spec.Selector,
+		v := &j.scratch
+		*v = JobView{ID: e.JobID, Name: spec.Name, Queue: spec.Queue, Submitter: e.Submitter, Labels: spec.Labels, Selector: spec.Selector,
 			Priority: spec.Priority, Resources: spec.Resources, Status: domain.JobStatusQueued, MaxAttempts: spec.MaxAttempts,
 			Timeout: spec.Timeout, SubmittedAt: e.At.UTC(), ExitCode: -1, Seq: uint64(len(j.order) + 1), Position: env.Position}
 		j.add(v)
@@ -113,9 +118,11 @@ func (j *Jobs) Apply(env *eventstore.Envelope, ev eventstore.Event) error {
 	if !ok {
 		return fmt.Errorf("%s for unknown job %s", env.Type, id)
 	}
-	// A compact (terminal) job is decoded, changed and stored again: Decide
-	// gives no events after a terminal one, but the fold does not rely on it.
-	v := j.load(i)
+	// A compact job is decoded, changed and stored again. A queued one often
+	// changes (parked, unparked, cancel requested, scheduled); a terminal one
+	// does not (Decide gives no events after a terminal one), but the fold
+	// does not rely on it.
+	v := j.load(i, id)
 	before := v.Status
 	v.Position = env.Position
 	var err error
@@ -167,36 +174,69 @@ func (j *Jobs) add(v *JobView) {
 	j.save(i, v)
 }
 
-// load returns the job at index i to change: the live view itself, or a
-// decoded copy of a compact one (which save must store again).
-func (j *Jobs) load(i uint32) *JobView {
+// load returns the job at index i, whose id is id, to change: the live view
+// itself, or a compact one decoded into j.scratch (which save must store
+// again).
+func (j *Jobs) load(i uint32, id string) *JobView {
 	r := j.order[i]
 	if r.live() {
 		return j.live[r.slot()]
 	}
-	v := new(JobView)
-	decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, v)
-	return v
+	// id is the job's id byte for byte: jobIDs keys a UUID id only when it is
+	// canonical, which formatUUID gives back.
+	decodeJobID(j.record(r), j.intern.strs, uint64(i)+1, id, &j.scratch)
+	return &j.scratch
 }
 
-// save stores v, the job at index i: compactly when it is terminal and
-// encodes exactly, else as a live view.
+// record returns the compact record r refers to (r is not live).
+func (j *Jobs) record(r jobRef) []byte {
+	if r.queued() {
+		return j.queue.record(r.addr())
+	}
+	return j.store.record(r.addr())
+}
+
+// save stores v, the job at index i (v is its live view, or j.scratch):
+// compactly when it is terminal or queued and encodes exactly, else as a
+// live view. A queued job's old record is dead once it is saved again; a
+// terminal job's (which is not saved again in practice) stays in the store.
 func (j *Jobs) save(i uint32, v *JobView) {
 	r := j.order[i]
+	if r.queued() {
+		j.queue.kill(r.addr()) // load decoded it; nothing refers to it now
+	}
+	nr := j.place(r, v)
+	if v == &j.scratch {
+		j.scratch = JobView{} // pin none of the job's strings and maps
+	}
+	j.order[i] = nr
+	if len(j.queue.sparse) > 0 {
+		j.relocate()
+	}
+}
+
+// place stores v, whose old place was r, and returns its new ref.
+func (j *Jobs) place(r jobRef, v *JobView) jobRef {
 	code := statusCode(v.Status)
-	if v.Status.Terminal() {
+	if queued := v.Status == domain.JobStatusQueued; queued || v.Status.Terminal() {
 		if rec, ok := j.enc.encodeJob(v); ok {
 			if r.live() {
 				j.live[r.slot()] = nil
 				j.free = append(j.free, r.slot())
 			}
-			j.order[i] = storedRef(code, j.store.add(rec))
-			return
+			if queued {
+				return queuedRef(code, j.queue.add(rec))
+			}
+			return storedRef(code, j.store.add(rec))
 		}
 	}
 	if r.live() && j.live[r.slot()] == v {
-		j.order[i] = liveRef(code, r.slot())
-		return
+		return liveRef(code, r.slot())
+	}
+	if v == &j.scratch {
+		nv := new(JobView)
+		*nv = *v
+		v = nv
 	}
 	var slot uint32
 	if n := len(j.free); n > 0 {
@@ -207,7 +247,7 @@ func (j *Jobs) save(i uint32, v *JobView) {
 		slot = uint32(len(j.live))
 		j.live = append(j.live, v)
 	}
-	j.order[i] = liveRef(code, slot)
+	return liveRef(code, slot)
 }
 
 // viewAt returns a copy of the job at index i.
@@ -217,7 +257,7 @@ func (j *Jobs) viewAt(i uint32) JobView {
 		return *j.live[r.slot()]
 	}
 	var v JobView
-	decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, &v)
+	decodeJob(j.record(r), j.intern.strs, uint64(i)+1, &v)
 	return v
 }
 
@@ -322,7 +362,7 @@ func (j *Jobs) matchAt(m *jobMatcher, i uint32) bool {
 	if len(m.f.Statuses) > 0 && m.statuses&(1<<r.code()) == 0 {
 		return false
 	}
-	return !m.rest || m.rec.match(j.store.record(r.addr()), j.intern.strs)
+	return !m.rest || m.rec.match(j.record(r), j.intern.strs)
 }
 
 // List returns copies of the jobs that match f, in submission order (or
@@ -421,7 +461,7 @@ func (j *Jobs) MarshalState() ([]byte, error) {
 		if r.live() {
 			v = j.live[r.slot()]
 		} else {
-			decodeJob(j.store.record(r.addr()), j.intern.strs, uint64(i)+1, v)
+			decodeJob(j.record(r), j.intern.strs, uint64(i)+1, v)
 		}
 		if err := enc.Encode(v); err != nil {
 			return nil, err
@@ -431,7 +471,7 @@ func (j *Jobs) MarshalState() ([]byte, error) {
 }
 
 // UnmarshalState implements Projection. It decodes the jobs one at a time,
-// storing the terminal ones compactly. On an error the view is left empty.
+// storing the terminal and queued ones compactly. On an error the view is left empty.
 func (j *Jobs) UnmarshalState(b []byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -10,21 +10,26 @@ import (
 )
 
 // The job view keeps terminal jobs, which are most of a long-running
-// orchestrator's jobs and never change again, in a compact binary form
-// instead of one *JobView (with its maps and strings) each:
+// orchestrator's jobs and never change again, and queued jobs, which can be
+// most of its memory while a burst waits for workers, in a compact binary
+// form instead of one *JobView (with its maps and strings) each:
 //
 //   - jobRef: one uint64 per job in Seq order, holding the status code and
-//     either a slot in Jobs.live (the *JobView of a non-terminal job) or the
-//     place of the job's compact record in the chunk store.
-//   - jobStore: append-only 64 KiB chunks of compact records (varints and
-//     length-prefixed or interned strings; see encodeJob).
+//     either a slot in Jobs.live (the *JobView of a scheduled, accepted or
+//     running job) or the place of the job's compact record in the terminal
+//     store or the queue store.
+//   - jobStore: append-only 64 KiB chunks of the compact records (varints
+//     and length-prefixed or interned strings; see encodeJob) of terminal
+//     jobs.
+//   - queueStore: 16 KiB chunks of the compact records of queued jobs, each
+//     chunk dropped once none of its records is current (jobs_queue.go).
 //   - jobIDs: id -> index in Jobs.order; canonical UUID ids are keyed by their
 //     16 bytes, any other id by the string.
 //   - internTable: repeated strings (queue, name, submitter, worker, reason,
 //     label keys and values) stored once and referenced by number.
 //
-// A job is compacted only when its status is terminal and every field round
-// trips exactly (times in UTC or Local without a monotonic reading); any other
+// A job is compacted only when its status is terminal or queued and every
+// field round trips exactly (times in UTC or Local without a monotonic reading); any other
 // job stays a *JobView.
 
 // Status codes kept in a jobRef, so status filters need no decoding.
@@ -65,22 +70,30 @@ func statusCode(s domain.JobStatus) uint8 {
 	return statusOther
 }
 
-// jobRef locates one job: bits 56-63 the status code, bit 55 set when the job
-// is live (bits 0-31 its slot in Jobs.live), else bits 0-54 its compact
-// record's address in the jobStore.
+// jobRef locates one job: bits 56-63 the status code, bits 54-55 the kind:
+// live (bits 0-31 the slot in Jobs.live), stored (bits 0-53 the compact
+// record's address in the jobStore) or queued (bits 0-53 its address in the
+// queueStore).
 type jobRef uint64
 
 const (
-	refLive    = jobRef(1) << 55
-	refAddrMax = refLive - 1
+	refKind    = jobRef(3) << 54
+	refStored  = jobRef(0) << 54
+	refQueued  = jobRef(1) << 54
+	refLive    = jobRef(2) << 54
+	refAddrMax = jobRef(1)<<54 - 1
 )
 
 func liveRef(code uint8, slot uint32) jobRef { return jobRef(code)<<56 | refLive | jobRef(slot) }
 func storedRef(code uint8, addr uint64) jobRef {
-	return jobRef(code)<<56 | jobRef(addr)&refAddrMax
+	return jobRef(code)<<56 | refStored | jobRef(addr)&refAddrMax
+}
+func queuedRef(code uint8, addr uint64) jobRef {
+	return jobRef(code)<<56 | refQueued | jobRef(addr)&refAddrMax
 }
 func (r jobRef) code() uint8  { return uint8(r >> 56) }
-func (r jobRef) live() bool   { return r&refLive != 0 }
+func (r jobRef) live() bool   { return r&refKind == refLive }
+func (r jobRef) queued() bool { return r&refKind == refQueued }
 func (r jobRef) slot() uint32 { return uint32(r) }
 func (r jobRef) addr() uint64 { return uint64(r & refAddrMax) }
 
@@ -429,6 +442,12 @@ func (d *jobDecoder) strMap() map[string]string {
 
 // decodeJob decodes the record at the start of b into v.
 func decodeJob(b []byte, intern []string, seq uint64, v *JobView) {
+	decodeJobID(b, intern, seq, "", v)
+}
+
+// decodeJobID is decodeJob for a job whose id the caller has at hand (when
+// id is not ""), which spares formatting and allocating it.
+func decodeJobID(b []byte, intern []string, seq uint64, id string, v *JobView) {
 	d := jobDecoder{b: b, intern: intern}
 	flags, kinds, code := d.b[0], d.b[1], d.b[2]
 	d.b = d.b[3:]
@@ -437,11 +456,15 @@ func decodeJob(b []byte, intern []string, seq uint64, v *JobView) {
 	v.Worker = d.str()
 	v.Labels = d.strMap()
 	if flags&flagUUID != 0 {
-		v.ID = formatUUID(d.b[:16])
+		if v.ID = id; id == "" {
+			v.ID = formatUUID(d.b[:16])
+		}
 		d.b = d.b[16:]
 	} else {
 		n := d.uvarint()
-		v.ID = string(d.b[:n])
+		if v.ID = id; id == "" {
+			v.ID = string(d.b[:n])
+		}
 		d.b = d.b[n:]
 	}
 	v.Name = d.str()

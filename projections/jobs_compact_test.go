@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -26,6 +27,10 @@ type jobEventGen struct {
 	attempt map[string]uint32
 	workers []string
 	n       int
+	// queueHeavy makes long queues: phases of submitting, parking,
+	// unparking and cancel-requesting queued jobs alternate with phases
+	// of scheduling them, and active jobs are often requeued.
+	queueHeavy bool
 }
 
 func newJobEventGen(seed uint64) *jobEventGen {
@@ -97,7 +102,15 @@ func (g *jobEventGen) text() string {
 func (g *jobEventGen) next() (*eventstore.Envelope, eventstore.Event) {
 	g.pos++
 	env := &eventstore.Envelope{Position: g.pos}
-	if len(g.ids) == 0 || g.r.IntN(6) == 0 {
+	fill := g.queueHeavy && g.pos/500%2 == 0
+	submitOdds := 6
+	if g.queueHeavy {
+		submitOdds = 12
+		if fill {
+			submitOdds = 2
+		}
+	}
+	if len(g.ids) == 0 || g.r.IntN(submitOdds) == 0 {
 		id := g.newID()
 		if len(g.ids) > 0 && g.r.IntN(40) == 0 {
 			id = g.ids[g.r.IntN(len(g.ids))] // submitted twice
@@ -130,7 +143,20 @@ func (g *jobEventGen) next() (*eventstore.Envelope, eventstore.Event) {
 	worker := g.pick(g.workers...)
 	at := g.time()
 	kind := g.r.IntN(12)
-	if g.r.IntN(10) < 7 { // mostly the natural next step
+	if g.queueHeavy && g.r.IntN(10) < 8 {
+		switch {
+		case st == domain.JobStatusQueued && fill:
+			kind = []int{0, 0, 1, 5, 5, 6}[g.r.IntN(6)]
+		case st == domain.JobStatusQueued:
+			kind = []int{2, 2, 2, 2, 0, 1, 5, 10}[g.r.IntN(8)]
+		case st == domain.JobStatusScheduled:
+			kind = []int{3, 7, 7}[g.r.IntN(3)]
+		case st == domain.JobStatusAccepted:
+			kind = []int{4, 7}[g.r.IntN(2)]
+		case st == domain.JobStatusRunning:
+			kind = []int{8, 9, 7, 7, 6}[g.r.IntN(5)]
+		}
+	} else if g.r.IntN(10) < 7 { // mostly the natural next step
 		switch {
 		case st == domain.JobStatusQueued:
 			kind = []int{0, 1, 2, 2, 2, 10}[g.r.IntN(6)]
@@ -261,12 +287,76 @@ func compareJobs(t *testing.T, step int, got *Jobs, want *refJobs, g *jobEventGe
 	if gerr != nil || werr != nil || !bytes.Equal(gb, wb) {
 		fail("MarshalState() = %d bytes, %v; want %d bytes, %v", len(gb), gerr, len(wb), werr)
 	}
+	if err := checkQueueStore(got); err != nil {
+		fail("%v", err)
+	}
+}
+
+// checkQueueStore checks that the queue store's counts agree with the
+// queued refs: every chunk held has current records (but the tail), and
+// every queued ref is current in a chunk held.
+func checkQueueStore(j *Jobs) error {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	s := &j.queue
+	refs, refBytes := make(map[uint32]int), make(map[uint32]int)
+	for i, r := range j.order {
+		if !r.queued() {
+			continue
+		}
+		if r.code() != statusCode(domain.JobStatusQueued) {
+			return fmt.Errorf("job %d: queued ref with status code %d", i, r.code())
+		}
+		n := uint32(r.addr() >> 24)
+		if int(n) >= len(s.chunks) || s.chunks[n].b == nil || int(r.addr()&(1<<24-1)) >= len(s.chunks[n].b) {
+			return fmt.Errorf("job %d: queued ref %x is not in a chunk held", i, r)
+		}
+		refs[n]++
+		l, k := binary.Uvarint(s.chunks[n].b[r.addr()&(1<<24-1):])
+		refBytes[n] += k + int(l)
+	}
+	held, bytes := 0, 0
+	for n, c := range s.chunks {
+		if c.b == nil {
+			if c.live != 0 || refs[uint32(n)] != 0 {
+				return fmt.Errorf("dropped chunk %d has %d current records, %d refs", n, c.live, refs[uint32(n)])
+			}
+			continue
+		}
+		held++
+		bytes += cap(c.b)
+		if c.live != refs[uint32(n)] || c.liveBytes != refBytes[uint32(n)] {
+			return fmt.Errorf("chunk %d counts %d current records of %d bytes, refs %d of %d bytes",
+				n, c.live, c.liveBytes, refs[uint32(n)], refBytes[uint32(n)])
+		}
+		tail := s.hasTail && uint32(n) == s.tail
+		if !tail && c.liveBytes*queueSparse < len(c.b) {
+			return fmt.Errorf("chunk %d is not the tail and holds %d current bytes of %d", n, c.liveBytes, len(c.b))
+		}
+		if c.pending {
+			return fmt.Errorf("chunk %d is waiting for relocation after Apply", n)
+		}
+		if c.live == 0 && (!s.hasTail || uint32(n) != s.tail || len(c.b) != 0) {
+			return fmt.Errorf("chunk %d has no current records and is held (tail %d, %v; %d bytes)", n, s.tail, s.hasTail, len(c.b))
+		}
+	}
+	if len(s.sparse) != 0 {
+		return fmt.Errorf("%d chunks waiting for relocation after Apply", len(s.sparse))
+	}
+	if held != s.held || bytes != s.bytes || held+len(s.free) != len(s.chunks) {
+		return fmt.Errorf("queue store: %d chunks held (%d counted), %d bytes (%d counted), %d free of %d",
+			held, s.held, bytes, s.bytes, len(s.free), len(s.chunks))
+	}
+	return nil
 }
 
 func TestJobsCompactMatchesReference(t *testing.T) {
-	for seed := uint64(1); seed <= 4; seed++ {
+	for seed := uint64(1); seed <= 8; seed++ {
+		heavy := seed > 4
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			g := newJobEventGen(seed)
+			g.queueHeavy = heavy
+			maxQueued, maxHeld, dropped, moved := 0, 0, false, 0
 			got, want := NewJobs(), newRefJobs()
 			compareJobs(t, 0, got, want, g)
 			const events, every = 6000, 250
@@ -279,6 +369,12 @@ func TestJobsCompactMatchesReference(t *testing.T) {
 				if i%every == 0 {
 					compareJobs(t, i, got, want, g)
 				}
+				maxQueued = max(maxQueued, want.counts[domain.JobStatusQueued])
+				maxHeld = max(maxHeld, got.queue.held)
+				if len(got.queue.free) > 0 {
+					dropped = true
+				}
+				moved = max(moved, got.queue.moved)
 				if i == events/2 || i == events*3/4 {
 					// Restart both from the old view's snapshot and go on.
 					b, err := want.MarshalState()
@@ -297,6 +393,10 @@ func TestJobsCompactMatchesReference(t *testing.T) {
 			}
 			if got.store.bytes == 0 || len(got.live) == len(got.order) {
 				t.Errorf("nothing was stored compactly")
+			}
+			if heavy && (maxQueued < 500 || maxHeld < 3 || !dropped || moved == 0) {
+				t.Errorf("at most %d jobs were queued at once, in %d chunks; a chunk was dropped: %v; %d records relocated",
+					maxQueued, maxHeld, dropped, moved)
 			}
 		})
 	}
@@ -614,6 +714,254 @@ func TestJobsBenchLikeMatchesReference(t *testing.T) {
 	for _, v := range restoredRef.order[:100] {
 		if g, _ := restored.Get(v.ID); !reflect.DeepEqual(g, *v) {
 			t.Fatalf("Get(%s) after restore = %+v, want %+v", v.ID, g, *v)
+		}
+	}
+}
+
+// queuedJobEvents returns the events of n bench-like jobs in the order of a
+// deep queue: every job submitted first, then each scheduled, accepted,
+// started and succeeded.
+func queuedJobEvents(n int) (submits, rest []benchEvent) {
+	benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+		if _, ok := ev.(domain.JobSubmitted); ok {
+			submits = append(submits, benchEvent{env, ev})
+		} else {
+			rest = append(rest, benchEvent{env, ev})
+		}
+	})
+	return submits, rest
+}
+
+type benchEvent struct {
+	env *eventstore.Envelope
+	ev  eventstore.Event
+}
+
+type jobFolder interface {
+	Apply(*eventstore.Envelope, eventstore.Event) error
+}
+
+func newJobFolder(impl string) jobFolder {
+	if impl == "reference" {
+		return newRefJobs()
+	}
+	return NewJobs()
+}
+
+// BenchmarkJobsQueuedMemory reports the live heap per job of 200,000
+// bench-like jobs submitted and not yet scheduled (the peak of `hodei bench
+// lifecycle`), for the compact view and the old one.
+func BenchmarkJobsQueuedMemory(b *testing.B) {
+	const n = 200_000
+	for _, impl := range []string{"compact", "reference"} {
+		b.Run(impl, func(b *testing.B) {
+			var perJob float64
+			for range b.N {
+				before := heapAlloc()
+				p := newJobFolder(impl)
+				benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+					if _, ok := ev.(domain.JobSubmitted); !ok {
+						return // every job stays queued
+					}
+					env.StreamID = string([]byte(env.StreamID))
+					if err := p.Apply(env, copyEvent(ev)); err != nil {
+						b.Fatal(err)
+					}
+				})
+				after := heapAlloc()
+				perJob = float64(int64(after)-int64(before)) / n
+				runtime.KeepAlive(p)
+			}
+			b.ReportMetric(perJob, "B/job")
+		})
+	}
+}
+
+// BenchmarkJobsFold reports the cost of folding the lifecycle event mix
+// (submit, schedule, accept, start, succeed) per event: one job at a time
+// ("interleaved") and with every job queued before the first is scheduled
+// ("queued").
+func BenchmarkJobsFold(b *testing.B) {
+	const n = 20_000
+	var interleaved []benchEvent
+	benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+		interleaved = append(interleaved, benchEvent{env, ev})
+	})
+	submits, rest := queuedJobEvents(n)
+	queued := append(submits, rest...)
+	for _, order := range []struct {
+		name   string
+		events []benchEvent
+	}{{"interleaved", interleaved}, {"queued", queued}} {
+		for _, impl := range []string{"compact", "reference"} {
+			b.Run(order.name+"/"+impl, func(b *testing.B) {
+				b.ReportAllocs()
+				for range b.N {
+					p := newJobFolder(impl)
+					for _, e := range order.events {
+						if err := p.Apply(e.env, e.ev); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(order.events)), "ns/event")
+			})
+		}
+	}
+}
+
+// Once every queued job has been scheduled and has finished, the queue store
+// holds nothing but its rewound tail chunk, and it released its chunks as
+// the queue drained, oldest first.
+func TestJobsQueueStoreReleasesChunks(t *testing.T) {
+	const n = 20_000
+	j, ref := NewJobs(), newRefJobs()
+	apply := func(e benchEvent) {
+		t.Helper()
+		if err := j.Apply(e.env, e.ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := ref.Apply(e.env, e.ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	submits, rest := queuedJobEvents(n)
+	// A job with a record larger than a chunk, queued in the middle.
+	big := domain.JobSpec{Name: "big", Labels: map[string]string{"k": strings.Repeat("v", 2*queueChunkSize)}}.WithDefaults()
+	bigEnv := &eventstore.Envelope{Position: 1 << 40, StreamID: domain.JobStream("big"), Type: domain.TypeJobSubmitted}
+	for i, e := range submits {
+		apply(e)
+		if i == n/2 {
+			apply(benchEvent{bigEnv, domain.JobSubmitted{JobID: "big", Spec: big, At: time.Unix(5, 0).UTC()}})
+		}
+	}
+	if err := checkQueueStore(j); err != nil {
+		t.Fatal(err)
+	}
+	full := j.queue.held
+	if min := n * 40 / queueChunkSize; full < min {
+		t.Fatalf("%d queued jobs in %d chunks, want at least %d", n, full, min)
+	}
+	for i, e := range rest {
+		apply(e)
+		if i == len(rest)/2 {
+			// Half the jobs have left the queue, and about half the chunks.
+			if h := j.queue.held; h > full/2+3 {
+				t.Errorf("half the queue drained: %d of %d chunks held", h, full)
+			}
+			if err := checkQueueStore(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, ev := range []eventstore.Event{
+		domain.JobParked{JobID: "big", Reason: "no worker"},
+		domain.JobScheduled{JobID: "big", Attempt: 1, WorkerID: "w", At: time.Unix(6, 0).UTC()},
+		domain.JobCancelled{JobID: "big", Attempt: 1, WorkerID: "w", At: time.Unix(7, 0).UTC()},
+	} {
+		bigEnv = &eventstore.Envelope{Position: bigEnv.Position + 1, StreamID: bigEnv.StreamID, Type: ev.EventType()}
+		apply(benchEvent{bigEnv, ev})
+	}
+	if err := checkQueueStore(j); err != nil {
+		t.Fatal(err)
+	}
+	s := &j.queue
+	if s.held > 1 || s.bytes > queueChunkSize || (s.hasTail && len(s.chunks[s.tail].b) != 0) {
+		t.Errorf("no job queued: the queue store holds %d chunks, %d bytes", s.held, s.bytes)
+	}
+	if len(s.chunks) > full+2 {
+		t.Errorf("chunk table of %d for at most %d chunks held", len(s.chunks), full)
+	}
+	gb, _ := j.MarshalState()
+	wb, _ := ref.MarshalState()
+	if !bytes.Equal(gb, wb) {
+		t.Errorf("MarshalState() differs from the old view's")
+	}
+}
+
+// A queued job whose time does not round-trip stays a *JobView through
+// parking, unparking and cancel requests.
+func TestJobsQueuedFallback(t *testing.T) {
+	j := NewJobs()
+	now := time.Now() // a monotonic reading
+	v := &JobView{ID: "j1", Status: domain.JobStatusQueued, SubmittedAt: now, Seq: 1, ExitCode: -1}
+	j.mu.Lock()
+	j.add(v)
+	j.mu.Unlock()
+	want := *v
+	for pos, ev := range []eventstore.Event{
+		domain.JobParked{JobID: "j1", Reason: "full"},
+		domain.JobUnparked{JobID: "j1"},
+		domain.JobCancelRequested{JobID: "j1", Reason: "stop"},
+	} {
+		if err := j.Apply(&eventstore.Envelope{Position: uint64(pos + 1), StreamID: domain.JobStream("j1"), Type: ev.EventType()}, ev); err != nil {
+			t.Fatal(err)
+		}
+		if !j.order[0].live() || j.queue.held != 0 {
+			t.Fatalf("after %T: ref %x, %d queue chunks", ev, j.order[0], j.queue.held)
+		}
+	}
+	want.Position, want.CancelRequested, want.Reason = 3, true, "stop"
+	if got, _ := j.Get("j1"); !reflect.DeepEqual(got, want) {
+		t.Errorf("Get() = %+v, want %+v", got, want)
+	}
+}
+
+// Jobs that stay queued while those around them are scheduled do not pin
+// their chunks: their records are relocated and the chunks dropped.
+func TestJobsQueueStoreRelocates(t *testing.T) {
+	const n, every = 50_000, 200
+	j, ref := NewJobs(), newRefJobs()
+	submits, rest := queuedJobEvents(n)
+	stay := map[string]bool{}
+	for i, e := range submits {
+		if i%every == 0 {
+			stay[e.ev.(domain.JobSubmitted).JobID] = true
+		}
+		for _, p := range []jobFolder{j, ref} {
+			if err := p.Apply(e.env, e.ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	full := j.queue.held
+	k := 0
+	for _, e := range rest {
+		if _, id, _ := domain.ParseStream(e.env.StreamID); stay[id] {
+			continue
+		}
+		for _, p := range []jobFolder{j, ref} {
+			if err := p.Apply(e.env, e.ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if k++; k%5000 == 0 {
+			if err := checkQueueStore(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := checkQueueStore(j); err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, c := range j.queue.chunks {
+		live += c.liveBytes
+	}
+	if s := &j.queue; s.held > 3 || s.bytes > queueSparse*live+2*queueChunkSize {
+		t.Errorf("%d jobs queued (%d bytes of records) in %d chunks, %d bytes (%d chunks when all were queued)",
+			len(stay), live, s.held, s.bytes, full)
+	}
+	gb, _ := j.MarshalState()
+	wb, _ := ref.MarshalState()
+	if !bytes.Equal(gb, wb) {
+		t.Errorf("MarshalState() differs from the old view's")
+	}
+	for id := range stay {
+		g, _ := j.Get(id)
+		w, _ := ref.Get(id)
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("Get(%s) = %+v, want %+v", id, g, w)
 		}
 	}
 }
