@@ -3,10 +3,10 @@ package projections
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/eventstore"
 )
 
 // The job view keeps terminal jobs, which are most of a long-running
@@ -219,17 +219,9 @@ func lowerHex(c byte) (byte, bool) {
 }
 
 func formatUUID(u []byte) string {
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	var id eventstore.ID
+	copy(id[:], u)
+	return id.String()
 }
 
 // Time kinds, two bits per time field in a record's second byte.
