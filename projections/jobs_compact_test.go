@@ -509,21 +509,23 @@ func heapAlloc() uint64 {
 // BenchmarkJobsMemory reports the live heap per job of 200,000 finished
 // bench-like jobs, for the compact view and the old one.
 func BenchmarkJobsMemory(b *testing.B) {
+	benchJobsMemory(b, func(eventstore.Event) bool { return true })
+}
+
+// benchJobsMemory reports the live heap per job of 200,000 bench-like jobs
+// folded with the events keep accepts, for the compact view and the old one.
+func benchJobsMemory(b *testing.B, keep func(eventstore.Event) bool) {
 	const n = 200_000
 	for _, impl := range []string{"compact", "reference"} {
 		b.Run(impl, func(b *testing.B) {
 			var perJob float64
 			for range b.N {
 				before := heapAlloc()
-				var p interface {
-					Apply(*eventstore.Envelope, eventstore.Event) error
-				}
-				if impl == "compact" {
-					p = NewJobs()
-				} else {
-					p = newRefJobs()
-				}
+				p := newJobFolder(impl)
 				benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
+					if !keep(ev) {
+						return
+					}
 					env.StreamID = string([]byte(env.StreamID))
 					if err := p.Apply(env, copyEvent(ev)); err != nil {
 						b.Fatal(err)
@@ -752,29 +754,10 @@ func newJobFolder(impl string) jobFolder {
 // bench-like jobs submitted and not yet scheduled (the peak of `hodei bench
 // lifecycle`), for the compact view and the old one.
 func BenchmarkJobsQueuedMemory(b *testing.B) {
-	const n = 200_000
-	for _, impl := range []string{"compact", "reference"} {
-		b.Run(impl, func(b *testing.B) {
-			var perJob float64
-			for range b.N {
-				before := heapAlloc()
-				p := newJobFolder(impl)
-				benchJobEvents(n, func(env *eventstore.Envelope, ev eventstore.Event) {
-					if _, ok := ev.(domain.JobSubmitted); !ok {
-						return // every job stays queued
-					}
-					env.StreamID = string([]byte(env.StreamID))
-					if err := p.Apply(env, copyEvent(ev)); err != nil {
-						b.Fatal(err)
-					}
-				})
-				after := heapAlloc()
-				perJob = float64(int64(after)-int64(before)) / n
-				runtime.KeepAlive(p)
-			}
-			b.ReportMetric(perJob, "B/job")
-		})
-	}
+	benchJobsMemory(b, func(ev eventstore.Event) bool {
+		_, submitted := ev.(domain.JobSubmitted)
+		return submitted // every job stays queued
+	})
 }
 
 // BenchmarkJobsFold reports the cost of folding the lifecycle event mix
