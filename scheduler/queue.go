@@ -29,7 +29,6 @@ type item struct {
 	// Of the submitted Job, only what deciding needs: at 100,000 queued jobs
 	// every byte here is 100 KB.
 	id       string
-	queue    string       // resolved (never ""); t, once queued, is its tenant
 	affinity []Preference // a private copy
 	req      Resources    // Slots at least 1
 	entry    *selEntry    // the selector cache entry: canonical selector and its key

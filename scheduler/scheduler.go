@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -296,10 +297,10 @@ func (s *Scheduler) Submit(now time.Time, jobs ...Job) error {
 			return fmt.Errorf("submit jobs[%d] %q: %w", i, jobs[i].ID, err)
 		}
 	}
-	for _, it := range items {
+	for k, it := range items { // items[k] is jobs[k]'s
 		s.seq++
 		it.seq = s.seq
-		it.t = s.tenant(it.queue)
+		it.t = s.tenant(cmp.Or(jobs[k].Queue, DefaultQueue))
 		it.t.pending++
 		s.jobs[it.id] = it
 		s.activate(it)
@@ -334,10 +335,7 @@ func (s *Scheduler) newItem(now time.Time, j *Job) (*item, error) {
 		}
 	}
 	it := s.allocItem()
-	it.id, it.attempt, it.queue = j.ID, j.Attempt, j.Queue
-	if it.queue == "" {
-		it.queue = DefaultQueue
-	}
+	it.id, it.attempt = j.ID, j.Attempt
 	submitted := j.SubmittedAt
 	if submitted.IsZero() {
 		submitted = now
