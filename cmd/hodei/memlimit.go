@@ -40,9 +40,14 @@ func resolveMemoryLimit(flag, cgroupRoot string, getenv func(string) string) (me
 	case "off", "none", "0":
 		return memoryLimit{source: "off"}, nil
 	case "auto", "":
-		if v := getenv("GOMEMLIMIT"); v != "" && v != "off" {
-			// The runtime parsed it at start; read back what it applied.
-			return memoryLimit{bytes: debug.SetMemoryLimit(-1), source: "GOMEMLIMIT"}, nil
+		if getenv("GOMEMLIMIT") != "" {
+			// The runtime parsed it at start; read back what it applied
+			// (GOMEMLIMIT=off: none, and the cgroup does not override it).
+			l := debug.SetMemoryLimit(-1)
+			if l == math.MaxInt64 {
+				l = 0
+			}
+			return memoryLimit{bytes: l, source: "GOMEMLIMIT"}, nil
 		}
 		for _, name := range cgroupMemoryFiles {
 			b, err := os.ReadFile(filepath.Join(cgroupRoot, name))

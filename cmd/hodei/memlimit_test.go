@@ -66,6 +66,18 @@ func TestResolveMemoryLimit(t *testing.T) {
 	if err != nil || got.bytes != 300<<20 || got.source != "GOMEMLIMIT" {
 		t.Fatalf("auto with GOMEMLIMIT = %+v, %v", got, err)
 	}
+	// GOMEMLIMIT=off is a choice too: no limit, whatever the cgroup says.
+	debug.SetMemoryLimit(math.MaxInt64)
+	off := func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "off"
+		}
+		return ""
+	}
+	got, err = resolveMemoryLimit("auto", cgroup(t, "memory.max", "1073741824\n"), off)
+	if err != nil || got.bytes != 0 || got.source != "GOMEMLIMIT" {
+		t.Fatalf("auto with GOMEMLIMIT=off = %+v, %v; want no limit", got, err)
+	}
 	// apply: a limit is set; off clears one.
 	memoryLimit{bytes: 200 << 20, source: "--memory-limit"}.apply()
 	if l := debug.SetMemoryLimit(-1); l != 200<<20 {
