@@ -265,6 +265,5 @@ func (c *Core) ReportMany(ctx context.Context, id string, reports []Report) []er
 		}
 		cmds[i] = command.JobCommand{JobID: r.JobID, Cmd: cmd, Meta: meta}
 	}
-	errs := c.cmd.RunJobs(ctx, cmds)
-	return errs
+	return c.cmd.RunJobs(ctx, cmds)
 }
