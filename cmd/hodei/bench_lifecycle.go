@@ -41,12 +41,12 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 				return usageError("--batch %d: want 1..1000", cfg.Batch)
 			}
 			// The in-process server gets the memory limit `hodei server`
-			// would pick with the same flag.
+			// would set with the same flag (off included).
 			lim, err := resolveMemoryLimit(memLimit, "/sys/fs/cgroup", os.Getenv)
 			if err != nil {
 				return err
 			}
-			cfg.MemoryLimit = lim.bytes
+			lim.apply()
 			if profile != "" {
 				f, err := os.Create(profile)
 				if err != nil {
