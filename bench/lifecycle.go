@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -49,6 +49,13 @@ type LifecycleConfig struct {
 	// Batch is how many jobs one SubmitJobs call carries (default 500);
 	// Submitters is how many calls are in flight at once (default 4).
 	Batch, Submitters int
+	// Window bounds the jobs submitted and not yet succeeded: a submitter
+	// waits before a batch that would exceed it, so the run measures the
+	// server at a steady state rather than how deep a queue it can hold.
+	// Negative: no bound (every job is submitted as fast as the server takes
+	// it, and the queue grows as deep as submitting outruns running). Zero:
+	// DefaultWindow. At least Batch.
+	Window int
 	// Slots per agent (default 1024, the most an agent may declare, for
 	// noop: a no-op job holds its slot only for the protocol round trip; 2
 	// for pty).
@@ -64,18 +71,30 @@ type LifecycleConfig struct {
 	AtEnd func() error
 }
 
+// DefaultWindow is LifecycleConfig.Window's default: 10,000 jobs in flight,
+// well above what 16 agents hold at once, so agents never wait for work.
+const DefaultWindow = 10_000
+
 // LifecycleResult is what Lifecycle measured.
 type LifecycleResult struct {
-	Jobs         int     `json:"jobs"`
-	Agents       int     `json:"agents"`
-	Executor     string  `json:"executor"`
+	Jobs     int    `json:"jobs"`
+	Agents   int    `json:"agents"`
+	Executor string `json:"executor"`
+	// Window is the bound on jobs in flight (0: none); MaxInFlight the
+	// most there were, as the harness counted them (submitted when the
+	// call is sent, done when the watcher sees job.succeeded).
+	Window       int     `json:"window"`
+	MaxInFlight  int     `json:"max_in_flight"`
 	Seconds      float64 `json:"seconds"`
 	JobsPerSec   float64 `json:"jobs_per_sec"`
 	EventsPerSec float64 `json:"events_per_sec"`
 	Events       uint64  `json:"events"`
 	P50MS        float64 `json:"p50_ms"`
 	P99MS        float64 `json:"p99_ms"`
-	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	// Timed is how many jobs the latency figures cover (all of them unless
+	// the run failed).
+	Timed     uint64  `json:"timed"`
+	PeakRSSMB float64 `json:"peak_rss_mb"`
 	// RSS at the end, split into anonymous memory (the Go heap, stacks) and
 	// file pages mapped in (the bbolt file's memory map), and the Go heap.
 	EndRSSAnonMB float64 `json:"end_rss_anon_mb"`
@@ -110,6 +129,14 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	if cfg.Submitters <= 0 {
 		cfg.Submitters = 4
 	}
+	switch {
+	case cfg.Window == 0:
+		cfg.Window = max(DefaultWindow, cfg.Batch)
+	case cfg.Window < 0:
+		cfg.Window = 0
+	case cfg.Window < cfg.Batch:
+		return LifecycleResult{}, fmt.Errorf("lifecycle: window %d is smaller than a batch (%d)", cfg.Window, cfg.Batch)
+	}
 	if cfg.Slots <= 0 {
 		cfg.Slots = domain.MaxSlots
 		if cfg.Executor == "pty" {
@@ -119,7 +146,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Minute
 	}
-	res := LifecycleResult{Jobs: cfg.Jobs, Agents: cfg.Agents, Executor: cfg.Executor}
+	res := LifecycleResult{Jobs: cfg.Jobs, Agents: cfg.Agents, Executor: cfg.Executor, Window: cfg.Window}
 	if cfg.MemoryLimit > 0 {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(cfg.MemoryLimit))
 	}
@@ -219,18 +246,27 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	}
 	sub := store.Subscribe(head.Position)
 	defer sub.Close()
+	// The harness shares the process, and so the peak RSS, with the server:
+	// it keeps the submit time of each job in flight only, keyed by a 64-bit
+	// hash of its id (a collision, about 1 in 10^9 at 200,000 jobs, would
+	// only move one sample), and a histogram of latencies. A job can succeed
+	// before its submit call has returned: its success time waits in early
+	// until the call's ids are known.
 	var mu sync.Mutex
-	// Submit times per batch, and each job's batch, keyed by a 64-bit hash of
-	// its id (a collision, about 1 in 10^9 at 200,000 jobs, would only move
-	// one sample): the harness shares the process, and so the peak RSS, with
-	// the server, so it keeps 16 bytes a job rather than a map of id strings.
 	seed := maphash.MakeSeed()
-	submitted := make(map[uint64]int32, cfg.Jobs)
-	var batchAt []time.Time
-	var lat []time.Duration
+	submitted := make(map[uint64]time.Time)
+	early := make(map[uint64]time.Time)
+	var lat latencies
+	var inFlight, maxInFlight int // under mu
+	window := semaphore.NewWeighted(int64(max(cfg.Window, 1)))
 	watchDone := make(chan error, 1)
 	var events uint64
+	// A failed job stops the submitters too: its slot in the window would
+	// never be released.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	go func() {
+		defer stopWatch()
 		succeeded := 0
 		for succeeded < cfg.Jobs {
 			batch, err := sub.Next(ctx)
@@ -240,16 +276,21 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 			}
 			now := time.Now()
 			events += uint64(len(batch))
+			done := 0
 			mu.Lock()
 			for i := range batch {
 				e := &batch[i]
 				switch e.Type {
 				case domain.TypeJobSucceeded:
-					id := strings.TrimPrefix(e.StreamID, domain.JobStreamPrefix)
-					if b, ok := submitted[maphash.String(seed, id)]; ok {
-						lat = append(lat, now.Sub(batchAt[b]))
+					h := maphash.String(seed, strings.TrimPrefix(e.StreamID, domain.JobStreamPrefix))
+					if at, ok := submitted[h]; ok {
+						lat.add(now.Sub(at))
+						delete(submitted, h)
+					} else {
+						early[h] = now
 					}
 					succeeded++
+					done++
 				case domain.TypeJobFailed, domain.TypeJobCancelled, domain.TypeJobTimedOut:
 					mu.Unlock()
 					f, _ := eventstore.DecodeFields(e.Payload)
@@ -257,7 +298,11 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 					return
 				}
 			}
+			inFlight -= done
 			mu.Unlock()
+			if cfg.Window > 0 && done > 0 {
+				window.Release(int64(done))
+			}
 		}
 		watchDone <- nil
 	}()
@@ -270,31 +315,45 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	client := jobpb.NewJobServiceClient(conn)
 	script := "true"
 	start := time.Now()
-	submit := new(errgroup.Group)
+	submit, submitCtx := errgroup.WithContext(watchCtx)
 	submit.SetLimit(cfg.Submitters)
 	for from := 0; from < cfg.Jobs; from += cfg.Batch {
 		n := min(cfg.Batch, cfg.Jobs-from)
+		if cfg.Window > 0 {
+			if window.Acquire(submitCtx, int64(n)) != nil {
+				break // the watcher or a submitter failed: reported below
+			}
+		}
 		submit.Go(func() error {
 			req := &jobpb.SubmitJobsRequest{Jobs: make([]*jobpb.SubmitJob, n)}
 			for i := range req.Jobs {
 				req.Jobs[i] = &jobpb.SubmitJob{Spec: &jobpb.JobSpec{Name: "bench", Script: script}}
 			}
+			mu.Lock()
+			inFlight += n
+			maxInFlight = max(maxInFlight, inFlight)
+			mu.Unlock()
 			t := time.Now()
-			resp, err := client.SubmitJobs(ctx, req)
+			resp, err := client.SubmitJobs(submitCtx, req)
 			if err != nil {
 				return fmt.Errorf("submit: %w", err)
 			}
 			mu.Lock()
-			batchAt = append(batchAt, t)
-			b := int32(len(batchAt) - 1)
 			for _, r := range resp.GetResults() {
-				submitted[maphash.String(seed, r.GetJob().GetId())] = b
+				h := maphash.String(seed, r.GetJob().GetId())
+				if done, ok := early[h]; ok {
+					lat.add(done.Sub(t))
+					delete(early, h)
+					continue
+				}
+				submitted[h] = t
 			}
 			mu.Unlock()
 			return nil
 		})
 	}
-	if err := submit.Wait(); err != nil {
+	// When the watcher failed, the submitters' errors only echo it.
+	if err := submit.Wait(); err != nil && watchCtx.Err() == nil {
 		return res, err
 	}
 	if err := <-watchDone; err != nil {
@@ -311,11 +370,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	res.JobsPerSec = float64(cfg.Jobs) / elapsed.Seconds()
 	res.Events = events
 	res.EventsPerSec = float64(events) / elapsed.Seconds()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	if len(lat) > 0 {
-		res.P50MS = ms(lat[len(lat)/2])
-		res.P99MS = ms(lat[len(lat)*99/100])
-	}
+	res.P50MS, res.P99MS, res.Timed = ms(lat.quantile(0.5)), ms(lat.quantile(0.99)), lat.n
+	res.MaxInFlight = maxInFlight
 	res.PeakRSSMB = procStatusMB("VmHWM:")
 	res.EndRSSAnonMB, res.EndRSSFileMB = procStatusMB("RssAnon:"), procStatusMB("RssFile:")
 	var ms runtime.MemStats

@@ -22,6 +22,9 @@ func newBenchLifecycleCmd() *cobra.Command {
 		Long: `Run a whole server in this process on a bbolt store in a temporary directory,
 connect --agents agents as real gRPC clients over loopback, submit --jobs jobs
 through the JobService in batches, and measure submit-to-succeeded.
+At most --window jobs are in flight (submitted, not yet succeeded): the run
+measures the server in a steady state. --window -1 submits as fast as the
+server takes jobs, so the queue grows as deep as submitting outruns running.
 
 --executor noop: agents report each job done at once (the server's own cost).
 --executor pty: real agents run ` + "`true`" + ` in a PTY; the result adds
@@ -39,6 +42,9 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 			}
 			if cfg.Batch < 1 || cfg.Batch > 1000 {
 				return usageError("--batch %d: want 1..1000", cfg.Batch)
+			}
+			if cfg.Window == 0 || cfg.Window < -1 || (cfg.Window > 0 && cfg.Window < cfg.Batch) {
+				return usageError("--window %d: want -1 (no bound) or at least --batch (%d)", cfg.Window, cfg.Batch)
 			}
 			// The in-process server gets the memory limit `hodei server`
 			// would set with the same flag (off included).
@@ -88,6 +94,7 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().StringVar(&cfg.Executor, "executor", "noop", "noop or pty")
 	c.Flags().IntVar(&cfg.Batch, "batch", 500, "jobs per SubmitJobs call")
 	c.Flags().IntVar(&cfg.Submitters, "submitters", 4, "SubmitJobs calls in flight")
+	c.Flags().IntVar(&cfg.Window, "window", bench.DefaultWindow, "most jobs submitted and not yet succeeded (-1: no bound, submit as fast as the server takes jobs)")
 	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 1024 for noop, 2 for pty)")
 	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	c.Flags().StringVar(&memLimit, "memory-limit", "auto", "Go soft memory limit for the run, as for hodei server: a size (200Mi), off, or auto")
