@@ -100,8 +100,10 @@ type LifecycleResult struct {
 	EndRSSAnonMB float64 `json:"end_rss_anon_mb"`
 	EndRSSFileMB float64 `json:"end_rss_file_mb"`
 	HeapInuseMB  float64 `json:"heap_inuse_mb"`
-	// MemoryLimitMB is the Go soft memory limit the run had (0: none).
+	// MemoryLimitMB is the Go soft memory limit the run had (0: none);
+	// GCPercent its GOGC (-1: off).
 	MemoryLimitMB float64 `json:"memory_limit_mb"`
+	GCPercent     int     `json:"gc_percent"`
 	// RawSpawnPerSec (pty only) is a plain loop of the same PTY spawns at the
 	// same concurrency in the same run: the machine's limit for real jobs.
 	RawSpawnPerSec float64 `json:"raw_spawn_per_sec,omitempty"`
@@ -153,6 +155,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
 		res.MemoryLimitMB = float64(l) / (1 << 20)
 	}
+	res.GCPercent = debug.SetGCPercent(100)
+	debug.SetGCPercent(res.GCPercent)
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	dir := cfg.Dir

@@ -15,7 +15,7 @@ func init() { register("bench", newBenchLifecycleCmd) }
 
 func newBenchLifecycleCmd() *cobra.Command {
 	var cfg bench.LifecycleConfig
-	var output, profile, memProfile, memLimit string
+	var output, profile, memProfile, memLimit, gcFlag string
 	c := &cobra.Command{
 		Use:   "lifecycle",
 		Short: "Jobs per second from submit to succeeded through the real API and agents",
@@ -53,6 +53,11 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 				return err
 			}
 			lim.apply()
+			gc, err := resolveGCPercent(gcFlag, os.Getenv)
+			if err != nil {
+				return err
+			}
+			gc.apply()
 			if profile != "" {
 				f, err := os.Create(profile)
 				if err != nil {
@@ -98,6 +103,7 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 1024 for noop, 2 for pty)")
 	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	c.Flags().StringVar(&memLimit, "memory-limit", "auto", "Go soft memory limit for the run, as for hodei server: a size (200Mi), off, or auto")
+	c.Flags().StringVar(&gcFlag, "gc-percent", "auto", "Go GC percent for the run, as for hodei server: 10-1000, or auto")
 	c.Flags().StringVar(&cfg.Dir, "dir", "", "where to put the data dir (default a temp dir, removed after)")
 	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	c.Flags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")

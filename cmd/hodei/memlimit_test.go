@@ -88,3 +88,64 @@ func TestResolveMemoryLimit(t *testing.T) {
 		t.Fatalf("after apply(off) the runtime limit is %d", l)
 	}
 }
+
+func TestResolveGCPercent(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	cases := []struct {
+		name, flag string
+		want       int
+		source     string
+		wantErr    string
+	}{
+		{name: "default", flag: "auto", want: defaultGCPercent, source: "default"},
+		{name: "empty is auto", flag: "", want: defaultGCPercent, source: "default"},
+		{name: "explicit", flag: "100", want: 100, source: "--gc-percent"},
+		{name: "too low", flag: "5", wantErr: `--gc-percent "5"`},
+		{name: "too high", flag: "5000", wantErr: "from 10 to 1000"},
+		{name: "not a number", flag: "lots", wantErr: `--gc-percent "lots"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := resolveGCPercent(c.flag, noEnv)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("resolveGCPercent(%q) = %v, %v; want an error containing %q", c.flag, got, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || got.percent != c.want || got.source != c.source {
+				t.Fatalf("resolveGCPercent(%q) = %+v, %v; want %d from %s", c.flag, got, err, c.want, c.source)
+			}
+		})
+	}
+}
+
+// TestResolveGCPercentKeepsGOGC checks that auto keeps what the runtime took
+// from GOGC, and that apply then leaves it alone.
+func TestResolveGCPercentKeepsGOGC(t *testing.T) {
+	prev := debug.SetGCPercent(70) // as if GOGC=70 had been read at start
+	defer debug.SetGCPercent(prev)
+	env := func(k string) string {
+		if k == "GOGC" {
+			return "70"
+		}
+		return ""
+	}
+	got, err := resolveGCPercent("auto", env)
+	if err != nil || got.percent != 70 || got.source != "GOGC" {
+		t.Fatalf("resolveGCPercent(auto) with GOGC=70 = %+v, %v; want 70 from GOGC", got, err)
+	}
+	got.apply()
+	if p := debug.SetGCPercent(prev); p != 70 {
+		t.Errorf("after apply the GC percent is %d, want GOGC's 70", p)
+	}
+	debug.SetGCPercent(prev)
+	explicit, err := resolveGCPercent("200", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit.apply()
+	if p := debug.SetGCPercent(prev); p != 200 {
+		t.Errorf("after --gc-percent 200 the GC percent is %d, want 200 (the flag wins over GOGC)", p)
+	}
+}

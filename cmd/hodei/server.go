@@ -36,6 +36,7 @@ type serverFlags struct {
 	anchorEvery            time.Duration
 	providers              string
 	memoryLimit            string
+	gcPercent              string
 }
 
 func newServerCmd() *cobra.Command {
@@ -85,7 +86,8 @@ reads by default. Agents join with tokens from ` + "`hodei token create --agent`
 	fl.StringVar(&f.anchorDir, "anchor-dir", "", "write a signed anchor of the log head here every --anchor-every (keep it off the data volume)")
 	fl.DurationVar(&f.anchorEvery, "anchor-every", replay.DefaultAnchorEvery, "how often --anchor-dir gets a new anchor")
 	fl.StringVar(&f.memoryLimit, "memory-limit", "auto", "Go soft memory limit: a size (512Mi, 2G), off, or auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit, else none")
-	fl.StringVar(&f.providers, "providers", "", "JSON file of providers that start agents on demand (Docker, Kubernetes); see docs/providers.md")
+	fl.StringVar(&f.gcPercent, "gc-percent", "auto", fmt.Sprintf("how far the Go heap grows past what is live before it is collected, in percent (10-1000), or auto: GOGC if set, else %d", defaultGCPercent))
+	fl.StringVar(&f.providers, "providers", "", "JSON file of providers that start agents on demand (Docker, Kubernetes); see the README, \"Agents on demand\"")
 	return c
 }
 
@@ -147,6 +149,11 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		return err
 	}
 	memLimit.apply()
+	gc, err := resolveGCPercent(f.gcPercent, os.Getenv)
+	if err != nil {
+		return err
+	}
+	gc.apply()
 	var providers []providerEntry
 	if f.providers != "" {
 		if providers, err = loadProviders(f.providers); err != nil {
@@ -154,7 +161,7 @@ func runServer(cmd *cobra.Command, f serverFlags) error {
 		}
 	}
 	log.Info("starting hodei server", append([]any{"version", version, "memory_limit_bytes", memLimit.bytes,
-		"memory_limit_from", memLimit.source}, cfgLog...)...)
+		"memory_limit_from", memLimit.source, "gc_percent", gc.percent, "gc_percent_from", gc.source}, cfgLog...)...)
 	ctx := cmd.Context()
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
