@@ -182,8 +182,8 @@ func (j *Jobs) load(i uint32, id string) *JobView {
 	if r.live() {
 		return j.live[r.slot()]
 	}
-	// id is the job's id byte for byte: jobIDs keys a UUID id only when it is
-	// canonical, which formatUUID gives back.
+	// id is the job's id byte for byte: jobIDs keys a UUID or ULID id by
+	// its bytes only when it is canonical, which formatJobID gives back.
 	decodeJobID(j.record(r), j.intern.strs, uint64(i)+1, id, &j.scratch)
 	return &j.scratch
 }

@@ -158,31 +158,125 @@ func (t *internTable) lookup(s string) (uint32, bool) {
 	return i, true
 }
 
-// jobIDs maps a job id to its index in Jobs.order.
+// jobIDs maps a job id to its index in Jobs.order. Ids in a canonical
+// 128-bit form, the server's own (ULIDs) and canonical UUIDs, are keyed by
+// their 16 bytes: no string is kept for them.
 type jobIDs struct {
 	uuid  map[[16]byte]uint32
+	ulid  map[[16]byte]uint32
 	other map[string]uint32
 }
 
 func newJobIDs() jobIDs {
-	return jobIDs{uuid: map[[16]byte]uint32{}, other: map[string]uint32{}}
+	return jobIDs{uuid: map[[16]byte]uint32{}, ulid: map[[16]byte]uint32{}, other: map[string]uint32{}}
 }
 
 func (x *jobIDs) get(id string) (uint32, bool) {
-	if u, ok := parseUUID(id); ok {
-		i, ok := x.uuid[u]
-		return i, ok
+	var i uint32
+	var ok bool
+	switch form, u := parseJobID(id); form {
+	case flagUUID:
+		i, ok = x.uuid[u]
+	case flagULID:
+		i, ok = x.ulid[u]
+	default:
+		i, ok = x.other[id]
 	}
-	i, ok := x.other[id]
 	return i, ok
 }
 
 func (x *jobIDs) put(id string, i uint32) {
-	if u, ok := parseUUID(id); ok {
+	switch form, u := parseJobID(id); form {
+	case flagUUID:
 		x.uuid[u] = i
-		return
+	case flagULID:
+		x.ulid[u] = i
+	default:
+		x.other[id] = i
 	}
-	x.other[id] = i
+}
+
+// lookup returns the index of the id a record holds in form (flagUUID,
+// flagULID or 0) as b's first bytes.
+func (x *jobIDs) lookup(form byte, b []byte) (uint32, bool) {
+	var i uint32
+	var ok bool
+	switch form {
+	case flagUUID:
+		i, ok = x.uuid[[16]byte(b)]
+	case flagULID:
+		i, ok = x.ulid[[16]byte(b)]
+	default:
+		i, ok = x.other[string(b)]
+	}
+	return i, ok
+}
+
+// parseJobID returns the 16 bytes of id and its form: flagUUID or flagULID
+// when it is in that canonical form, else 0.
+func parseJobID(id string) (byte, [16]byte) {
+	if u, ok := parseUUID(id); ok {
+		return flagUUID, u
+	}
+	if u, ok := parseULID(id); ok {
+		return flagULID, u
+	}
+	return 0, [16]byte{}
+}
+
+// formatJobID is parseJobID's inverse.
+func formatJobID(form byte, u []byte) string {
+	if form == flagULID {
+		return formatULID(u)
+	}
+	return formatUUID(u)
+}
+
+// crockford is Crockford's base32 alphabet in lower case, as the server
+// writes its ids (core.newID).
+const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+
+// crockfordValue maps a byte to its digit in crockford, or 0xff.
+var crockfordValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i := 0; i < len(crockford); i++ {
+		t[crockford[i]] = byte(i)
+	}
+	return t
+}()
+
+// parseULID parses the canonical form only (26 lower-case digits of
+// crockford, the first at most 7: 128 bits), so formatULID gives back the
+// same string.
+func parseULID(s string) (u [16]byte, ok bool) {
+	if len(s) != 26 || s[0] > '7' {
+		return u, false
+	}
+	var hi, lo uint64
+	for i := 0; i < 26; i++ {
+		v := crockfordValue[s[i]]
+		if v == 0xff {
+			return u, false
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(v)
+	}
+	binary.BigEndian.PutUint64(u[:8], hi)
+	binary.BigEndian.PutUint64(u[8:], lo)
+	return u, true
+}
+
+func formatULID(u []byte) string {
+	hi, lo := binary.BigEndian.Uint64(u[:8]), binary.BigEndian.Uint64(u[8:16])
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
 }
 
 // parseUUID parses the canonical form only (36 characters, lowercase hex,
@@ -264,6 +358,8 @@ func timeKind(t time.Time) (uint8, bool) {
 const (
 	flagUUID   = 1 << 0 // the id is 16 bytes of a canonical UUID
 	flagCancel = 1 << 1 // CancelRequested
+	flagULID   = 1 << 2 // the id is 16 bytes of a canonical ULID
+	flagIDForm = flagUUID | flagULID
 )
 
 // jobEncoder builds compact records. It is used under the write lock.
@@ -294,11 +390,8 @@ func (e *jobEncoder) encodeJob(v *JobView) ([]byte, bool) {
 	if code == statusOther {
 		return nil, false
 	}
-	var flags byte
-	u, isUUID := parseUUID(v.ID)
-	if isUUID {
-		flags |= flagUUID
-	}
+	form, u := parseJobID(v.ID)
+	flags := form
 	if v.CancelRequested {
 		flags |= flagCancel
 	}
@@ -306,7 +399,7 @@ func (e *jobEncoder) encodeJob(v *JobView) ([]byte, bool) {
 	b = e.str(b, v.Queue)
 	b = e.str(b, v.Worker)
 	b = e.strMap(b, v.Labels)
-	if isUUID {
+	if form != 0 {
 		b = append(b, u[:]...)
 	} else {
 		b = binary.AppendUvarint(b, uint64(len(v.ID)))
@@ -447,9 +540,9 @@ func decodeJobID(b []byte, intern []string, seq uint64, id string, v *JobView) {
 	v.Queue = d.str()
 	v.Worker = d.str()
 	v.Labels = d.strMap()
-	if flags&flagUUID != 0 {
+	if form := flags & flagIDForm; form != 0 {
 		if v.ID = id; id == "" {
-			v.ID = formatUUID(d.b[:16])
+			v.ID = formatJobID(form, d.b[:16])
 		}
 		d.b = d.b[16:]
 	} else {

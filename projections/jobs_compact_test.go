@@ -53,8 +53,31 @@ func (g *jobEventGen) newID() string {
 		return fmt.Sprintf("%08d-0000-0000-0000-00000000000g", g.n) // dashes right, not hex
 	case 4:
 		return fmt.Sprintf("a.b_c-%d", g.n)
+	case 5, 6:
+		return g.ulid()
 	}
 	return eventstore.NewID().String()
+}
+
+// ulid returns a ULID the way the server writes them (core.newID): 26
+// lower-case Crockford digits; one in eight is not canonical (upper case, a
+// first digit above 7, or a letter outside the alphabet) and must be kept as
+// a string.
+func (g *jobEventGen) ulid() string {
+	b := make([]byte, 26)
+	b[0] = crockford[g.r.IntN(8)]
+	for i := 1; i < 26; i++ {
+		b[i] = crockford[g.r.IntN(32)]
+	}
+	switch g.r.IntN(24) {
+	case 0:
+		return strings.ToUpper(string(b))
+	case 1:
+		b[0] = '8'
+	case 2:
+		b[g.r.IntN(26)] = 'u'
+	}
+	return string(b)
 }
 
 func (g *jobEventGen) time() time.Time {
@@ -946,5 +969,33 @@ func TestJobsQueueStoreRelocates(t *testing.T) {
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("Get(%s) = %+v, want %+v", id, g, w)
 		}
+	}
+}
+
+func TestULIDRoundTrip(t *testing.T) {
+	g := newJobEventGen(7)
+	for range 10000 {
+		id := g.ulid()
+		u, ok := parseULID(id)
+		canonical := strings.ToLower(id) == id && id[0] <= '7' && !strings.ContainsAny(id, "ilou")
+		if ok != canonical {
+			t.Fatalf("parseULID(%q) ok = %v, want %v", id, ok, canonical)
+		}
+		if ok {
+			if back := formatULID(u[:]); back != id {
+				t.Fatalf("formatULID(parseULID(%q)) = %q", id, back)
+			}
+			if form, v := parseJobID(id); form != flagULID || v != u {
+				t.Fatalf("parseJobID(%q) = %d, %x; want the ULID form", id, form, v)
+			}
+		}
+	}
+	for _, bad := range []string{"", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "01arz3ndektsv4rrffq69g5fa", "81arz3ndektsv4rrffq69g5fav", "01arz3ndektsv4rrffq69g5fa-"} {
+		if _, ok := parseULID(bad); ok {
+			t.Errorf("parseULID(%q) = ok, want not canonical", bad)
+		}
+	}
+	if u, ok := parseULID("7zzzzzzzzzzzzzzzzzzzzzzzzz"); !ok || u != [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff} {
+		t.Errorf("parseULID(max) = %x, %v", u, ok)
 	}
 }

@@ -196,11 +196,9 @@ func (j *Jobs) recordIndex(rec []byte) (uint32, bool) {
 			d.skipStr()
 		}
 	}
-	if rec[0]&flagUUID != 0 {
-		i, ok := j.ids.uuid[[16]byte(d.b[:16])]
-		return i, ok
+	if form := rec[0] & flagIDForm; form != 0 {
+		return j.ids.lookup(form, d.b[:16])
 	}
 	n := d.uvarint()
-	i, ok := j.ids.other[string(d.b[:n])]
-	return i, ok
+	return j.ids.lookup(0, d.b[:n])
 }
