@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/network"
-	dockerclient "github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -135,29 +131,23 @@ type provisionRun struct {
 
 // runBenchProvision runs the bench server and the cold jobs.
 func runBenchProvision(ctx context.Context, self, image string, runs int, stderr io.Writer) (res provisionResult, err error) {
-	cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
-	if err != nil {
-		return res, fmt.Errorf("docker client: %w", err)
-	}
-	defer cli.Close()
-	if _, err := cli.Ping(ctx); err != nil {
-		return res, fmt.Errorf("bench provision needs a Docker engine: %w", err)
-	}
-	if _, err := cli.ImageInspect(ctx, image); err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return res, fmt.Errorf("--image %s is not in the local engine: build it with `make image`", image)
-		}
-		return res, fmt.Errorf("docker image inspect %s: %w", image, err)
-	}
-	gw, err := bridgeGateway(ctx, cli, "bridge")
-	if err != nil {
-		return res, err
-	}
 	drv, err := docker.New(docker.Config{})
 	if err != nil {
 		return res, err
 	}
 	defer drv.Close()
+	if err := drv.Ping(ctx); err != nil {
+		return res, fmt.Errorf("bench provision needs a Docker engine: %w", err)
+	}
+	if err := drv.CheckImage(ctx, image); errors.Is(err, provider.ErrImage) {
+		return res, fmt.Errorf("--image %s is not in the local engine: build it with `make image`", image)
+	} else if err != nil {
+		return res, err
+	}
+	gw, err := drv.Gateway(ctx, "bridge")
+	if err != nil {
+		return res, err
+	}
 
 	dir, err := os.MkdirTemp("", "hodei-bench-provision-")
 	if err != nil {
@@ -363,27 +353,6 @@ func waitNoContainers(ctx context.Context, drv *docker.Driver, owner string) err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// bridgeGateway returns the IPv4 gateway of a Docker network (name or
-// id): where its containers reach the host. The default bridge often lists
-// only its subnet; its gateway is then the subnet's first address.
-func bridgeGateway(ctx context.Context, cli *dockerclient.Client, name string) (netip.Addr, error) {
-	nw, err := cli.NetworkInspect(ctx, name, network.InspectOptions{})
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("docker network inspect %s: %w", name, err)
-	}
-	for _, c := range nw.IPAM.Config {
-		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Is4() {
-			return a, nil
-		}
-	}
-	for _, c := range nw.IPAM.Config {
-		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Is4() {
-			return p.Masked().Addr().Next(), nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("docker network %s has no IPv4 gateway or subnet", name)
 }
 
 // freePort returns a TCP port free on every address right now.

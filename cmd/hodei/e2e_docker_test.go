@@ -110,7 +110,7 @@ func startDockerE2E(t *testing.T, cfg dockerE2EConfig) *dockerE2E {
 			}
 		})
 	}
-	gw, err := bridgeGateway(ctx, cli, gatewayNet)
+	gw, err := drv.Gateway(ctx, gatewayNet)
 	if err != nil {
 		t.Fatal(err)
 	}

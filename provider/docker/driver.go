@@ -9,14 +9,10 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
-
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
 
 	"github.com/hodei-jobs/hodei/provider"
 )
@@ -27,8 +23,10 @@ const Kind = "docker"
 // Config configures a Driver.
 type Config struct {
 	// Host is the engine address ("unix:///var/run/docker.sock",
-	// "tcp://host:2376"). Empty means DOCKER_HOST and the other DOCKER_*
-	// variables, else the default socket.
+	// "tcp://host:2376"). Empty means DOCKER_HOST, else the default
+	// socket. A tcp:// host uses TLS when DOCKER_CERT_PATH is set
+	// (verified when DOCKER_TLS_VERIFY is); DOCKER_API_VERSION pins the
+	// API version.
 	Host string
 	// Network is the Docker network containers join; empty means the
 	// default bridge.
@@ -44,7 +42,7 @@ type Config struct {
 // Driver starts agents as containers on one Docker engine. It is safe for
 // concurrent use.
 type Driver struct {
-	cli *client.Client
+	eng *engine
 	cfg Config
 	log *slog.Logger
 }
@@ -54,24 +52,23 @@ var _ provider.Driver = (*Driver)(nil)
 // New returns a driver for the engine cfg names. It does not contact the
 // engine: Ping does.
 func New(cfg Config) (*Driver, error) {
-	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
-	if cfg.Host != "" {
-		opts = append(opts, client.WithHost(cfg.Host))
-	}
-	cli, err := client.NewClientWithOpts(opts...)
+	eng, err := newEngine(cfg.Host)
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	cfg.ExtraHosts = slices.Clone(cfg.ExtraHosts)
-	return &Driver{cli: cli, cfg: cfg, log: log}, nil
+	return &Driver{eng: eng, cfg: cfg, log: log}, nil
 }
 
-// Close releases the client's connections.
-func (d *Driver) Close() error { return d.cli.Close() }
+// Close releases the driver's idle connections to the engine.
+func (d *Driver) Close() error {
+	d.eng.close()
+	return nil
+}
 
 // Kind returns "docker".
 func (d *Driver) Kind() string { return Kind }
@@ -79,10 +76,53 @@ func (d *Driver) Kind() string { return Kind }
 // Ping checks that the engine answers; its error wraps
 // provider.ErrUnavailable when it does not.
 func (d *Driver) Ping(ctx context.Context) error {
-	if _, err := d.cli.Ping(ctx); err != nil {
-		return wrap("docker ping "+d.cli.DaemonHost(), err)
+	if _, err := d.eng.ping(ctx); err != nil {
+		return wrap("docker ping "+d.eng.host, err)
 	}
 	return nil
+}
+
+// CheckImage checks that image ref is in the engine (the driver never
+// pulls). A missing image wraps provider.ErrImage, an unreachable engine
+// provider.ErrUnavailable.
+func (d *Driver) CheckImage(ctx context.Context, ref string) error {
+	if ref == "" {
+		return errors.New("docker image inspect: image is empty")
+	}
+	err := d.eng.inspectImage(ctx, ref)
+	if isNotFound(err) {
+		return fmt.Errorf("%w: image %s not found in the local engine: build it with `make image`",
+			provider.ErrImage, ref)
+	}
+	if err != nil {
+		return wrap("docker image inspect "+ref, err)
+	}
+	return nil
+}
+
+// Gateway returns the IPv4 gateway of a Docker network (a name or id,
+// "bridge" for the default one): the address at which its containers reach
+// the host. The default bridge often lists only its subnet; its gateway is
+// then the subnet's first address.
+func (d *Driver) Gateway(ctx context.Context, network string) (netip.Addr, error) {
+	if network == "" {
+		return netip.Addr{}, errors.New("docker network inspect: network is empty")
+	}
+	nw, err := d.eng.inspectNetwork(ctx, network)
+	if err != nil {
+		return netip.Addr{}, wrap("docker network inspect "+network, err)
+	}
+	for _, c := range nw.IPAM.Config {
+		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Is4() {
+			return a, nil
+		}
+	}
+	for _, c := range nw.IPAM.Config {
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Is4() {
+			return p.Masked().Addr().Next(), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("docker network %s has no IPv4 gateway or subnet", network)
 }
 
 // ContainerName is the name of instance id's container.
@@ -101,38 +141,36 @@ func (d *Driver) Start(ctx context.Context, req provider.StartRequest) (string, 
 		return "", err
 	}
 	name := ContainerName(req.InstanceID)
-	cfg := &container.Config{
+	mem := int64(req.MemoryBytes)
+	cfg := createRequest{
 		Hostname: Hostname(req.InstanceID),
 		Image:    req.Image,
 		Env:      environ(req),
 		Labels:   labels(req),
-	}
-	mem := int64(req.MemoryBytes)
-	host := &container.HostConfig{
-		NetworkMode: container.NetworkMode(d.cfg.Network),
-		ExtraHosts:  d.cfg.ExtraHosts,
-		// The Manager removes containers itself, after reading how the
-		// agent ended; a restarted agent would also reuse a spent token.
-		AutoRemove:    false,
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		Resources: container.Resources{
-			NanoCPUs: int64(req.CPUMillis) * 1_000_000,
-			Memory:   mem,
+		HostConfig: hostConfig{
+			NetworkMode: d.cfg.Network,
+			ExtraHosts:  d.cfg.ExtraHosts,
+			// The Manager removes containers itself, after reading how the
+			// agent ended; a restarted agent would also reuse a spent token.
+			AutoRemove:    false,
+			RestartPolicy: restartPolicy{Name: "no"},
+			NanoCPUs:      int64(req.CPUMillis) * 1_000_000,
+			Memory:        mem,
 		},
 	}
 	if mem > 0 {
-		host.MemorySwap = mem // no swap: the limit is the memory offered
+		cfg.HostConfig.MemorySwap = mem // no swap: the limit is the memory offered
 	}
-	created, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, name)
+	created, err := d.eng.createContainer(ctx, name, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			// The engine may have created it after we stopped listening.
 			d.cleanup(ctx, name)
 		}
-		if cerrdefs.IsNotFound(err) {
-			if _, ierr := d.cli.ImageInspect(ctx, req.Image); cerrdefs.IsNotFound(ierr) {
-				return "", fmt.Errorf("%w: image %s not found in the local engine: build it with `make image`",
-					provider.ErrImage, req.Image)
+		if isNotFound(err) {
+			// No such image, or no such network: only the first is ErrImage.
+			if ierr := d.CheckImage(ctx, req.Image); errors.Is(ierr, provider.ErrImage) {
+				return "", ierr
 			}
 		}
 		return "", wrap("docker create "+name, err)
@@ -140,7 +178,7 @@ func (d *Driver) Start(ctx context.Context, req provider.StartRequest) (string, 
 	for _, w := range created.Warnings {
 		d.log.Warn("docker create", "container", name, "warning", w)
 	}
-	if err := d.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+	if err := d.eng.startContainer(ctx, created.ID); err != nil {
 		d.cleanup(ctx, created.ID)
 		return "", wrap("docker start "+name, err)
 	}
@@ -164,8 +202,8 @@ func (d *Driver) Remove(ctx context.Context, handle string) error {
 	if handle == "" {
 		return errors.New("docker remove: handle is empty")
 	}
-	err := d.cli.ContainerRemove(ctx, handle, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	err := d.eng.removeContainer(ctx, handle)
+	if err != nil && !isNotFound(err) {
 		return wrap("docker remove "+handle, err)
 	}
 	d.log.Debug("docker container removed", "container", handle)
@@ -191,18 +229,18 @@ func (d *Driver) List(ctx context.Context, owner string) ([]provider.Instance, e
 			Created:    time.Unix(c.Created, 0),
 		}
 		switch c.State {
-		case container.StateCreated:
+		case "created":
 			in.Phase, in.Reason = provider.PhasePending, "created"
-		case container.StateRestarting:
+		case "restarting":
 			in.Phase, in.Reason = provider.PhasePending, "restarting"
-		case container.StateRunning:
+		case "running":
 			in.Phase = provider.PhaseRunning
-		case container.StatePaused:
+		case "paused":
 			in.Phase, in.Reason = provider.PhaseRunning, "paused"
 		default: // exited, dead, removing
 			in.Phase = provider.PhaseExited
-			info, err := d.cli.ContainerInspect(ctx, c.ID)
-			if cerrdefs.IsNotFound(err) {
+			info, err := d.eng.inspectContainer(ctx, c.ID)
+			if isNotFound(err) {
 				continue // removed since the listing
 			}
 			if err != nil {
@@ -219,7 +257,7 @@ func (d *Driver) List(ctx context.Context, owner string) ([]provider.Instance, e
 }
 
 // exitReason words how a container ended.
-func exitReason(st *container.State) string {
+func exitReason(st *containerState) string {
 	if st == nil {
 		return "exited"
 	}
@@ -265,12 +303,12 @@ func (d *Driver) RemoveLabeled(ctx context.Context, labels map[string]string) (i
 }
 
 // list returns the managed containers carrying all of labels.
-func (d *Driver) list(ctx context.Context, labels map[string]string) ([]container.Summary, error) {
-	args := filters.NewArgs(filters.Arg("label", provider.LabelManaged+"=true"))
+func (d *Driver) list(ctx context.Context, labels map[string]string) ([]containerSummary, error) {
+	filter := []string{provider.LabelManaged + "=true"}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		args.Add("label", k+"="+labels[k])
+		filter = append(filter, k+"="+labels[k])
 	}
-	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: args})
+	cs, err := d.eng.listContainers(ctx, filter)
 	if err != nil {
 		return nil, wrap("docker list", err)
 	}
@@ -279,7 +317,8 @@ func (d *Driver) list(ctx context.Context, labels map[string]string) ([]containe
 
 // wrap names op and marks transport failures as provider.ErrUnavailable.
 func wrap(op string, err error) error {
-	if client.IsErrConnectionFailed(err) {
+	var ce *connError
+	if errors.As(err, &ce) {
 		return fmt.Errorf("%s: %w: %w", op, provider.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)

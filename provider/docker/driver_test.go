@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/google/go-cmp/cmp"
 
@@ -294,6 +296,53 @@ func TestUnavailable(t *testing.T) {
 	if err := d.Remove(ctx, "abc"); !errors.Is(err, provider.ErrUnavailable) {
 		t.Errorf("Remove() = %v, want ErrUnavailable", err)
 	}
+	if err := d.CheckImage(ctx, "hodei-agent:dev"); !errors.Is(err, provider.ErrUnavailable) {
+		t.Errorf("CheckImage() = %v, want ErrUnavailable", err)
+	}
+	if _, err := d.Gateway(ctx, "bridge"); !errors.Is(err, provider.ErrUnavailable) {
+		t.Errorf("Gateway() = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestCheckImage(t *testing.T) {
+	d := dockertest.Driver(t, docker.Config{})
+	image := dockertest.AgentImage(t)
+	ctx := ctxFor(t)
+	if err := d.CheckImage(ctx, image); err != nil {
+		t.Errorf("CheckImage(%s) = %v, want nil", image, err)
+	}
+	missing := "hodei-agent:no-such-tag-check"
+	err := d.CheckImage(ctx, missing)
+	if !errors.Is(err, provider.ErrImage) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("CheckImage(%s) = %v, want ErrImage naming it", missing, err)
+	}
+}
+
+func TestGateway(t *testing.T) {
+	d := dockertest.Driver(t, docker.Config{})
+	ctx := ctxFor(t)
+	cli := engine(t)
+	nw, err := cli.NetworkInspect(ctx, "bridge", network.InspectOptions{})
+	if err != nil {
+		t.Fatalf("NetworkInspect(bridge) = %v", err)
+	}
+	gw, err := d.Gateway(ctx, "bridge")
+	if err != nil || !gw.Is4() {
+		t.Fatalf("Gateway(bridge) = %v, %v, want an IPv4 address", gw, err)
+	}
+	var subnets []string
+	for _, c := range nw.IPAM.Config {
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Contains(gw) {
+			subnets = append(subnets, c.Subnet)
+		}
+	}
+	if len(subnets) == 0 {
+		t.Errorf("Gateway(bridge) = %v, in none of the bridge's subnets %+v", gw, nw.IPAM.Config)
+	}
+	if _, err := d.Gateway(ctx, "hodei-no-such-network"); err == nil || errors.Is(err, provider.ErrUnavailable) ||
+		!strings.Contains(err.Error(), "hodei-no-such-network") {
+		t.Errorf("Gateway(missing network) = %v, want an error naming it", err)
+	}
 }
 
 // TestStartInvalid needs no engine: requests are checked before any call.
@@ -341,13 +390,13 @@ func TestStartInvalid(t *testing.T) {
 
 func TestExitReason(t *testing.T) {
 	tests := []struct {
-		state *container.State
+		state *docker.State
 		want  string
 	}{
 		{nil, "exited"},
-		{&container.State{ExitCode: 0}, "exited with code 0"},
-		{&container.State{ExitCode: 137, OOMKilled: true}, "exited with code 137 (OOMKilled)"},
-		{&container.State{ExitCode: 127, Error: "exec: not found"}, "exited with code 127: exec: not found"},
+		{&docker.State{ExitCode: 0}, "exited with code 0"},
+		{&docker.State{ExitCode: 137, OOMKilled: true}, "exited with code 137 (OOMKilled)"},
+		{&docker.State{ExitCode: 127, Error: "exec: not found"}, "exited with code 127: exec: not found"},
 	}
 	for _, tt := range tests {
 		if got := docker.ExitReason(tt.state); got != tt.want {
