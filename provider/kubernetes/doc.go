@@ -45,6 +45,36 @@
 // Pod for List to report. It needs no permission beyond those above (not
 // list on secrets).
 //
+// # Talking to the API server
+//
+// The driver does not link client-go: every hodei process would pay for
+// its package initialisation and API scheme at start, Kubernetes
+// provider or not. It makes its few core/v1 calls (Secrets create,
+// merge-patch, delete, deletecollection; Pods create, delete with grace
+// period 0, deletecollection, list; Events list) as JSON over net/http,
+// with its own structs holding only the fields it uses (types.go), and
+// classifies error answers by the Status object's reason and code as
+// client-go's apierrors does. Like the client-go configuration it
+// replaces, it sends User-Agent "hodei", gives every request a minute,
+// rate limits itself to 50 requests a second with bursts of 100, and
+// retries answers that carry a Retry-After (429, 5xx).
+//
+// Where the API server is and how to authenticate is a Connection. New
+// builds it from Config.Kubeconfig (the file's current-context: cluster
+// server, certificate-authority(-data), insecure-skip-tls-verify,
+// tls-server-name, proxy-url; user client-certificate(-data) and
+// client-key(-data), token, tokenFile, username/password, as/as-uid/
+// as-groups, and exec credential plugins of
+// client.authentication.k8s.io/v1 and v1beta1; relative paths are
+// relative to the kubeconfig's directory) or, with no kubeconfig, from
+// the Pod's service account (KUBERNETES_SERVICE_HOST/PORT and
+// /var/run/secrets/kubernetes.io/serviceaccount, whose token is re-read
+// every minute since bound tokens rotate). An exec plugin's credential is
+// cached until its expirationTimestamp; a 401 runs the plugin again and
+// retries the request once. Auth providers (auth-provider) are not
+// supported and fail New with an error naming them. NewWithConnection
+// takes a Connection directly.
+//
 // # Tests: what is real and what is simulated
 //
 // The tests run against a real control plane: etcd v3.7.0 and
@@ -52,9 +82,13 @@
 // to the directory `make -s k8s-bins` prints; without it these tests
 // skip, and with CI=true they fail). Real: the API server with its
 // authentication, admission, defaulting and validation, etcd storage,
-// client-go, and the API objects the driver writes and reads (Pods,
-// Secrets with secretKeyRef and ownerReferences, Events, label
-// selectors). In the end-to-end tests (e2e_test.go) the driver runs as a
+// the driver's own HTTP client, and the API objects the driver writes
+// and reads (Pods, Secrets with secretKeyRef and ownerReferences, Events,
+// label selectors); the tests themselves inspect the cluster with
+// client-go, and ConnectionFromREST (a test helper) turns its
+// configuration into a Connection. Kubeconfig parsing, exec plugins,
+// in-cluster configuration and error answers are tested against fake
+// servers (client_test.go, exec_test.go, kubeconfig_test.go). In the end-to-end tests (e2e_test.go) the driver runs as a
 // service account, impersonated, bound to a Role with exactly the
 // permissions listed above, so RBAC authorizes every driver call as in a
 // deployment; they also run the real provider Manager, a real in-process

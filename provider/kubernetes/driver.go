@@ -7,20 +7,11 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/hodei-jobs/hodei/provider"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Kind is the driver's name.
@@ -62,10 +53,10 @@ type Config struct {
 
 // Driver starts agents as Pods. It is safe for concurrent use.
 type Driver struct {
-	client     kubernetes.Interface
+	client     *client
 	ns         string
 	sa         string
-	pullPolicy corev1.PullPolicy
+	pullPolicy string
 	log        *slog.Logger
 	now        func() time.Time
 }
@@ -75,73 +66,63 @@ var _ provider.Driver = (*Driver)(nil)
 // New returns a Driver for the cluster cfg.Kubeconfig names (in-cluster
 // when empty).
 func New(cfg Config) (*Driver, error) {
-	var (
-		rc  *rest.Config
-		ns  string
-		err error
-	)
 	if cfg.Kubeconfig == "" {
-		if rc, err = rest.InClusterConfig(); err != nil {
+		conn, err := inCluster(os.Getenv, serviceAccountDir)
+		if err != nil {
 			return nil, fmt.Errorf("kubernetes: in-cluster config (set kubeconfig when running outside a cluster): %w", err)
 		}
-		ns = inClusterNamespace()
-	} else {
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.Kubeconfig}, &clientcmd.ConfigOverrides{})
-		if rc, err = cc.ClientConfig(); err != nil {
-			return nil, fmt.Errorf("kubernetes: kubeconfig %s: %w", cfg.Kubeconfig, err)
-		}
-		if ns, _, err = cc.Namespace(); err != nil {
-			return nil, fmt.Errorf("kubernetes: kubeconfig %s: namespace: %w", cfg.Kubeconfig, err)
-		}
+		return newDriver(conn, cfg, "in-cluster config")
 	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = ns
+	conn, err := loadKubeconfig(cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: kubeconfig %s: %w", cfg.Kubeconfig, err)
 	}
-	return NewFromREST(rc, cfg)
+	return newDriver(conn, cfg, "kubeconfig "+cfg.Kubeconfig)
 }
 
-// NewFromREST returns a Driver using rc; cfg.Kubeconfig is ignored. Tests
-// use it with the config of a test API server.
-func NewFromREST(rc *rest.Config, cfg Config) (*Driver, error) {
-	rc = rest.CopyConfig(rc)
-	if rc.UserAgent == "" {
-		rc.UserAgent = "hodei"
-	}
-	// client-go's default limiter (5 QPS, burst 10) would queue a burst of
-	// Starts (three calls each) behind each other.
-	if rc.QPS == 0 {
-		rc.QPS, rc.Burst = 50, 100
-	}
-	// A safety net for callers without a deadline: a hung connection
-	// must not hang the Manager.
-	if rc.Timeout == 0 {
-		rc.Timeout = time.Minute
+// NewWithConnection returns a Driver talking to the API server as conn
+// says; cfg.Kubeconfig is ignored, and an empty cfg.Namespace means
+// conn.Namespace, then "default". Tests use it with the connection of a
+// test API server.
+//
+// Every request carries the User-Agent "hodei" and has a minute to
+// complete (a safety net for callers without a deadline: a hung
+// connection must not hang the Manager); requests are rate limited to 50
+// a second with bursts of 100.
+func NewWithConnection(conn Connection, cfg Config) (*Driver, error) {
+	return newDriver(conn, cfg, "connection")
+}
+
+// newDriver is NewWithConnection; source names where conn came from in
+// its errors.
+func newDriver(conn Connection, cfg Config, source string) (*Driver, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = conn.Namespace
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "default"
 	}
-	if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) > 0 {
-		return nil, fmt.Errorf("kubernetes: namespace %q: %s", cfg.Namespace, errs[0])
+	if msg := checkDNSLabel(cfg.Namespace); msg != "" {
+		return nil, fmt.Errorf("kubernetes: namespace %q: %s", cfg.Namespace, msg)
 	}
-	var pp corev1.PullPolicy
+	var pp string
 	switch cfg.ImagePullPolicy {
 	case "":
-		pp = corev1.PullIfNotPresent
-	case string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever):
-		pp = corev1.PullPolicy(cfg.ImagePullPolicy)
+		pp = "IfNotPresent"
+	case "Always", "IfNotPresent", "Never":
+		pp = cfg.ImagePullPolicy
 	default:
 		return nil, fmt.Errorf("kubernetes: image pull policy %q: want Always, IfNotPresent or Never", cfg.ImagePullPolicy)
 	}
-	client, err := kubernetes.NewForConfig(rc)
+	c, err := newClient(conn, cfg.Namespace)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: client: %w", err)
+		return nil, fmt.Errorf("kubernetes: %s: %w", source, err)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Driver{client: client, ns: cfg.Namespace, sa: cfg.ServiceAccount, pullPolicy: pp,
+	return &Driver{client: c, ns: cfg.Namespace, sa: cfg.ServiceAccount, pullPolicy: pp,
 		log: log.With("driver", Kind, "namespace", cfg.Namespace), now: time.Now}, nil
 }
 
@@ -160,30 +141,30 @@ func (d *Driver) Start(ctx context.Context, req provider.StartRequest) (string, 
 	}
 	name := NamePrefix + req.InstanceID
 	lbls := instanceLabels(req)
-	secret := len(req.SecretEnv) > 0
-	if secret {
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       make(map[string][]byte, len(req.SecretEnv)),
+	hasSecret := len(req.SecretEnv) > 0
+	if hasSecret {
+		s := &secret{
+			Metadata: objectMeta{Name: name, Labels: lbls},
+			Type:     "Opaque",
+			Data:     make(map[string][]byte, len(req.SecretEnv)),
 		}
 		for k, v := range req.SecretEnv {
 			s.Data[k] = []byte(v)
 		}
-		if _, err := d.client.CoreV1().Secrets(d.ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		if err := d.client.createSecret(ctx, s); err != nil {
 			return "", apiError("create secret "+name, err)
 		}
 	}
-	pod, err := d.client.CoreV1().Pods(d.ns).Create(ctx, d.pod(name, lbls, req), metav1.CreateOptions{})
+	p, err := d.client.createPod(ctx, d.pod(name, lbls, req))
 	if err != nil {
 		err = apiError("create pod "+name, err)
-		if secret {
+		if hasSecret {
 			err = errors.Join(err, d.deleteSecret(context.WithoutCancel(ctx), name))
 		}
 		return "", err
 	}
-	if secret {
-		if err := d.ownSecret(ctx, pod); err != nil {
+	if hasSecret {
+		if err := d.ownSecret(ctx, p); err != nil {
 			return "", errors.Join(err, d.Remove(context.WithoutCancel(ctx), name))
 		}
 	}
@@ -200,15 +181,15 @@ func checkRequest(req provider.StartRequest) error {
 	if req.InstanceID == "" {
 		return errors.New("kubernetes: start: empty instance id")
 	}
-	if errs := validation.IsDNS1123Label(NamePrefix + req.InstanceID); len(errs) > 0 {
-		return fmt.Errorf("kubernetes: start: instance id %q does not make a Pod name: %s", req.InstanceID, errs[0])
+	if msg := checkDNSLabel(NamePrefix + req.InstanceID); msg != "" {
+		return fmt.Errorf("kubernetes: start: instance id %q does not make a Pod name: %s", req.InstanceID, msg)
 	}
 	if req.CPUMillis > math.MaxInt32 || req.MemoryBytes > math.MaxInt64 {
 		return fmt.Errorf("kubernetes: start %s: resources %d millicpu, %d bytes out of range", req.InstanceID, req.CPUMillis, req.MemoryBytes)
 	}
 	for k := range req.SecretEnv {
-		if errs := validation.IsConfigMapKey(k); len(errs) > 0 {
-			return fmt.Errorf("kubernetes: start %s: secret env name %q: %s", req.InstanceID, k, errs[0])
+		if msg := checkSecretKey(k); msg != "" {
+			return fmt.Errorf("kubernetes: start %s: secret env name %q: %s", req.InstanceID, k, msg)
 		}
 	}
 	return nil
@@ -228,37 +209,33 @@ func instanceLabels(req provider.StartRequest) map[string]string {
 	return l
 }
 
-func (d *Driver) pod(name string, lbls map[string]string, req provider.StartRequest) *corev1.Pod {
-	var env []corev1.EnvVar
+func (d *Driver) pod(name string, lbls map[string]string, req provider.StartRequest) *pod {
+	var env []envVar
 	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
 		if _, ok := req.SecretEnv[k]; ok || k == EnvPodName {
 			continue
 		}
-		env = append(env, corev1.EnvVar{Name: k, Value: req.Env[k]})
+		env = append(env, envVar{Name: k, Value: req.Env[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(req.SecretEnv)) {
-		env = append(env, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{
-			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: k},
-		}})
+		env = append(env, envVar{Name: k, ValueFrom: &envVarSource{SecretKeyRef: &secretKeySelector{Name: name, Key: k}}})
 	}
-	env = append(env, corev1.EnvVar{Name: EnvPodName, ValueFrom: &corev1.EnvVarSource{
-		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"},
-	}})
-	res := corev1.ResourceList{}
+	env = append(env, envVar{Name: EnvPodName, ValueFrom: &envVarSource{FieldRef: &objectFieldSelector{FieldPath: "metadata.name"}}})
+	res := map[string]string{}
 	if req.CPUMillis > 0 {
-		res[corev1.ResourceCPU] = *resource.NewMilliQuantity(int64(req.CPUMillis), resource.DecimalSI)
+		res["cpu"] = milliCPU(int64(req.CPUMillis))
 	}
 	if req.MemoryBytes > 0 {
-		res[corev1.ResourceMemory] = *resource.NewQuantity(int64(req.MemoryBytes), resource.BinarySI)
+		res["memory"] = memoryBytes(int64(req.MemoryBytes))
 	}
-	var resources corev1.ResourceRequirements
+	var resources *resourceRequirements
 	if len(res) > 0 {
-		resources = corev1.ResourceRequirements{Requests: res, Limits: res.DeepCopy()}
+		resources = &resourceRequirements{Requests: res, Limits: maps.Clone(res)}
 	}
-	spec := corev1.PodSpec{
-		RestartPolicy: corev1.RestartPolicyNever,
+	spec := podSpec{
+		RestartPolicy: "Never",
 		Hostname:      name,
-		Containers: []corev1.Container{{
+		Containers: []container{{
 			Name:            ContainerName,
 			Image:           req.Image,
 			ImagePullPolicy: d.pullPolicy,
@@ -271,16 +248,15 @@ func (d *Driver) pod(name string, lbls map[string]string, req provider.StartRequ
 	} else {
 		spec.AutomountServiceAccountToken = new(false)
 	}
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}, Spec: spec}
+	return &pod{Metadata: objectMeta{Name: name, Labels: lbls}, Spec: spec}
 }
 
-// ownSecret makes pod the Secret's owner, so a cluster's garbage collector
+// ownSecret makes p the Secret's owner, so a cluster's garbage collector
 // deletes the Secret with the Pod even if Remove never runs.
-func (d *Driver) ownSecret(ctx context.Context, pod *corev1.Pod) error {
+func (d *Driver) ownSecret(ctx context.Context, p *pod) error {
 	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`,
-		pod.Name, pod.UID)
-	_, err := d.client.CoreV1().Secrets(d.ns).Patch(ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-	return apiError("set owner of secret "+pod.Name, err)
+		p.Metadata.Name, p.Metadata.UID)
+	return apiError("set owner of secret "+p.Metadata.Name, d.client.patchSecret(ctx, p.Metadata.Name, []byte(patch)))
 }
 
 // Remove deletes the Pod at once (grace period 0) and its Secret.
@@ -288,8 +264,8 @@ func (d *Driver) Remove(ctx context.Context, handle string) error {
 	if handle == "" {
 		return errors.New("kubernetes: remove: empty handle")
 	}
-	err := d.client.CoreV1().Pods(d.ns).Delete(ctx, handle, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
-	if apierrors.IsNotFound(err) {
+	err := d.client.deletePod(ctx, handle)
+	if isNotFound(err) {
 		err = nil
 	}
 	err = errors.Join(apiError("delete pod "+handle, err), d.deleteSecret(ctx, handle))
@@ -300,8 +276,8 @@ func (d *Driver) Remove(ctx context.Context, handle string) error {
 }
 
 func (d *Driver) deleteSecret(ctx context.Context, name string) error {
-	err := d.client.CoreV1().Secrets(d.ns).Delete(ctx, name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
+	err := d.client.deleteSecret(ctx, name)
+	if isNotFound(err) {
 		return nil
 	}
 	return apiError("delete secret "+name, err)
@@ -311,22 +287,20 @@ func (d *Driver) deleteSecret(ctx context.Context, name string) error {
 // managed and owned by owner: a sweep after a crash, and test cleanup.
 func (d *Driver) RemoveAll(ctx context.Context, owner string) error {
 	sel := ownerSelector(owner)
-	perr := d.client.CoreV1().Pods(d.ns).DeleteCollection(ctx,
-		metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}, metav1.ListOptions{LabelSelector: sel})
-	serr := d.client.CoreV1().Secrets(d.ns).DeleteCollection(ctx,
-		metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
+	perr := d.client.deletePods(ctx, sel)
+	serr := d.client.deleteSecrets(ctx, sel)
 	return errors.Join(apiError("delete pods of "+owner, perr), apiError("delete secrets of "+owner, serr))
 }
 
 func ownerSelector(owner string) string {
-	return labels.SelectorFromSet(labels.Set{provider.LabelManaged: "true", provider.LabelOwner: owner}).String()
+	return selector(map[string]string{provider.LabelManaged: "true", provider.LabelOwner: owner}, "", nil)
 }
 
 // List returns the owner's Pods as instances. Pods pending for longer
 // than a few seconds without a reason in their status cost one more call
 // each (their Events); a failure of that lookup only leaves Reason empty.
 func (d *Driver) List(ctx context.Context, owner string) ([]provider.Instance, error) {
-	pods, err := d.client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: ownerSelector(owner)})
+	pods, err := d.client.listPods(ctx, ownerSelector(owner))
 	if err != nil {
 		return nil, apiError("list pods of "+owner, err)
 	}
@@ -335,12 +309,12 @@ func (d *Driver) List(ctx context.Context, owner string) ([]provider.Instance, e
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		in := provider.Instance{
-			InstanceID: p.Labels[provider.LabelInstance],
-			Handle:     p.Name,
-			Created:    p.CreationTimestamp.Time,
+			InstanceID: p.Metadata.Labels[provider.LabelInstance],
+			Handle:     p.Metadata.Name,
+			Created:    p.Metadata.CreationTimestamp,
 		}
 		in.Phase, in.Reason = podState(p)
-		if in.Phase == provider.PhasePending && in.Reason == "" && now.Sub(p.CreationTimestamp.Time) >= eventsAfter {
+		if in.Phase == provider.PhasePending && in.Reason == "" && now.Sub(p.Metadata.CreationTimestamp) >= eventsAfter {
 			in.Reason = d.warning(ctx, p)
 		}
 		out = append(out, in)
@@ -351,13 +325,11 @@ func (d *Driver) List(ctx context.Context, owner string) ([]provider.Instance, e
 
 // warning returns "Reason: message" of the newest Warning Event about p,
 // or "" when there is none or the lookup fails.
-func (d *Driver) warning(ctx context.Context, p *corev1.Pod) string {
-	evs, err := d.client.CoreV1().Events(d.ns).List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=Pod,involvedObject.name=" + p.Name +
-			",involvedObject.uid=" + string(p.UID) + ",type=" + corev1.EventTypeWarning,
-	})
+func (d *Driver) warning(ctx context.Context, p *pod) string {
+	evs, err := d.client.listEvents(ctx, "involvedObject.kind=Pod,involvedObject.name="+p.Metadata.Name+
+		",involvedObject.uid="+p.Metadata.UID+",type="+eventWarning)
 	if err != nil {
-		d.log.DebugContext(ctx, "list events", "pod", p.Name, "err", err)
+		d.log.DebugContext(ctx, "list events", "pod", p.Metadata.Name, "err", err)
 		return ""
 	}
 	return newestWarning(evs.Items)

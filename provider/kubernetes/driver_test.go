@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 )
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Main(m)) }
@@ -31,7 +30,7 @@ func setup(t *testing.T) (*Driver, *k8stest.Cluster, string) {
 	t.Helper()
 	c := k8stest.Get(t)
 	ns := c.NewNamespace(t)
-	d, err := NewFromREST(c.RESTConfig(), Config{Namespace: ns})
+	d, err := NewWithConnection(ConnectionFromREST(c.RESTConfig()), Config{Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +179,7 @@ func TestStartWithoutSecretOrLimits(t *testing.T) {
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "agents"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewFromREST(c.RESTConfig(), Config{Namespace: ns, ServiceAccount: "agents", ImagePullPolicy: "Always"})
+	d, err := NewWithConnection(ConnectionFromREST(c.RESTConfig()), Config{Namespace: ns, ServiceAccount: "agents", ImagePullPolicy: "Always"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +213,7 @@ func TestStartWithoutSecretOrLimits(t *testing.T) {
 func TestStartFailureCleansUp(t *testing.T) {
 	c := k8stest.Get(t)
 	ns := c.NewNamespace(t)
-	d, err := NewFromREST(c.RESTConfig(), Config{Namespace: ns, ServiceAccount: "missing"})
+	d, err := NewWithConnection(ConnectionFromREST(c.RESTConfig()), Config{Namespace: ns, ServiceAccount: "missing"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +229,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 }
 
 func TestStartRejectsBadRequests(t *testing.T) {
-	d, err := NewFromREST(&rest.Config{Host: "https://127.0.0.1:1"}, Config{})
+	d, err := NewWithConnection(Connection{Server: "https://127.0.0.1:1"}, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +244,8 @@ func TestStartRejectsBadRequests(t *testing.T) {
 			t.Errorf("Start(id %q) = nil, want an error", id)
 		}
 	}
-	if _, err := NewFromREST(&rest.Config{Host: "https://127.0.0.1:1"}, Config{ImagePullPolicy: "Sometimes"}); err == nil {
-		t.Error("NewFromREST(pull policy Sometimes) = nil error")
+	if _, err := NewWithConnection(Connection{Server: "https://127.0.0.1:1"}, Config{ImagePullPolicy: "Sometimes"}); err == nil {
+		t.Error("NewWithConnection(pull policy Sometimes) = nil error")
 	}
 }
 
@@ -259,7 +258,7 @@ func TestUnavailable(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // connections are refused from now on
-	d, err := NewFromREST(&rest.Config{Host: "https://" + addr, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}, Config{})
+	d, err := NewWithConnection(Connection{Server: "https://" + addr, Insecure: true}, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,7 +143,7 @@ func newEnv(t *testing.T, c *k8stest.Cluster) *env {
 
 	var err error
 	e.identity = e.serverIdentity()
-	if e.d, err = kubernetes.NewFromREST(e.identity, kubernetes.Config{Namespace: ns, Logger: e.logger}); err != nil {
+	if e.d, err = kubernetes.NewWithConnection(kubernetes.ConnectionFromREST(e.identity), kubernetes.Config{Namespace: ns, Logger: e.logger}); err != nil {
 		t.Fatal(err)
 	}
 	e.store = memory.New(memory.Options{})

@@ -4,17 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
 
 	"github.com/hodei-jobs/hodei/provider"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // apiError names the operation and wraps provider.ErrUnavailable when err
 // means the API server could not be reached or could not answer in time.
-// It is the driver's one translation point for client-go errors. A nil
+// It is the driver's one translation point for the client's errors. A nil
 // err stays nil.
 func apiError(op string, err error) error {
 	if err == nil {
@@ -27,9 +27,18 @@ func apiError(op string, err error) error {
 }
 
 func unavailable(err error) bool {
-	if apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		apierrors.IsServiceUnavailable(err) || apierrors.IsTooManyRequests(err) {
+	// The API server's answers, by the Status reason it gives (or the
+	// HTTP status when it gives no known reason), as client-go's apierrors
+	// IsServerTimeout, IsTimeout, IsServiceUnavailable and
+	// IsTooManyRequests (which also takes a 429 with a known reason).
+	if isReason(err, reasonServerTimeout, 0) || isReason(err, reasonTimeout, http.StatusGatewayTimeout) ||
+		isReason(err, reasonServiceUnavailable, http.StatusServiceUnavailable) ||
+		isReason(err, reasonTooManyRequests, http.StatusTooManyRequests) {
 		return true
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.Code == http.StatusTooManyRequests
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) ||
@@ -44,19 +53,9 @@ func unavailable(err error) bool {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	// http.Client reports its own Timeout (rest.Config.Timeout) and
-	// dropped connections only as text.
+	// http.Client reports its own Timeout and dropped connections only as
+	// text.
 	msg := err.Error()
 	return strings.Contains(msg, "Client.Timeout exceeded") || strings.HasSuffix(msg, ": EOF") ||
 		strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "http2: client connection lost")
-}
-
-// inClusterNamespace is the namespace of the Pod the server runs in, or ""
-// outside a Pod.
-func inClusterNamespace() string {
-	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }

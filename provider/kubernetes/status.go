@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/provider"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // maxReason bounds a Reason: messages come from the cluster (a container's
@@ -16,11 +15,11 @@ const maxReason = 512
 // podState maps a Pod's status to a provider phase and the reason the
 // status itself gives. A pending Pod without one may still be explained
 // by its Events (see Driver.warning).
-func podState(p *corev1.Pod) (provider.Phase, string) {
+func podState(p *pod) (provider.Phase, string) {
 	switch p.Status.Phase {
-	case corev1.PodRunning:
+	case podRunning:
 		return provider.PhaseRunning, ""
-	case corev1.PodSucceeded, corev1.PodFailed:
+	case podSucceeded, podFailed:
 		return provider.PhaseExited, clip(exitedReason(p))
 	default: // Pending, Unknown (node lost), or not set yet
 		return provider.PhasePending, clip(pendingReason(p))
@@ -29,13 +28,13 @@ func podState(p *corev1.Pod) (provider.Phase, string) {
 
 // pendingReason: why the Pod is not running, in the order a person would
 // look: not scheduled, then a container that cannot start.
-func pendingReason(p *corev1.Pod) string {
+func pendingReason(p *pod) string {
 	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason != "" {
+		if c.Type == podScheduled && c.Status == conditionFalse && c.Reason != "" {
 			return join(c.Reason, c.Message)
 		}
 	}
-	for _, cs := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+	for _, cs := range [][]containerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
 		for _, c := range cs {
 			w := c.State.Waiting
 			// ContainerCreating and PodInitializing are the normal way
@@ -55,7 +54,7 @@ func pendingReason(p *corev1.Pod) string {
 
 // exitedReason: the Pod's own reason (Evicted, DeadlineExceeded) and the
 // agent container's exit code.
-func exitedReason(p *corev1.Pod) string {
+func exitedReason(p *pod) string {
 	var parts []string
 	if p.Status.Reason != "" {
 		parts = append(parts, join(p.Status.Reason, p.Status.Message))
@@ -79,13 +78,13 @@ func exitedReason(p *corev1.Pod) string {
 
 // newestWarning returns "Reason: message" of the most recent Warning
 // event, or "".
-func newestWarning(evs []corev1.Event) string {
+func newestWarning(evs []event) string {
 	var (
 		best string
 		at   time.Time
 	)
 	for _, e := range evs {
-		if e.Type != corev1.EventTypeWarning {
+		if e.Type != eventWarning {
 			continue
 		}
 		if t := eventTime(e); best == "" || t.After(at) {
@@ -98,15 +97,15 @@ func newestWarning(evs []corev1.Event) string {
 // eventTime is when an event last happened: core/v1 events written by
 // old clients set LastTimestamp, events.k8s.io/v1 ones (the scheduler,
 // the kubelet) set EventTime or a Series.
-func eventTime(e corev1.Event) time.Time {
-	t := e.CreationTimestamp.Time
-	for _, c := range []time.Time{e.FirstTimestamp.Time, e.LastTimestamp.Time, e.EventTime.Time} {
+func eventTime(e event) time.Time {
+	t := e.Metadata.CreationTimestamp
+	for _, c := range []time.Time{e.FirstTimestamp, e.LastTimestamp, e.EventTime} {
 		if c.After(t) {
 			t = c
 		}
 	}
 	if e.Series != nil && e.Series.LastObservedTime.After(t) {
-		t = e.Series.LastObservedTime.Time
+		t = e.Series.LastObservedTime
 	}
 	return t
 }
