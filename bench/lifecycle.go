@@ -52,9 +52,10 @@ type LifecycleConfig struct {
 	// Window bounds the jobs submitted and not yet succeeded: a submitter
 	// waits before a batch that would exceed it, so the run measures the
 	// server at a steady state rather than how deep a queue it can hold.
-	// Negative: no bound (every job is submitted as fast as the server takes
-	// it, and the queue grows as deep as submitting outruns running). Zero:
-	// DefaultWindow. At least Batch.
+	// Zero: Submitters x Batch, each submitter keeping one batch in flight.
+	// Negative: no bound (every job is submitted as fast as the server
+	// takes it, and the queue grows as deep as submitting outruns running).
+	// At least Batch.
 	Window int
 	// Slots per agent (default 1024, the most an agent may declare, for
 	// noop: a no-op job holds its slot only for the protocol round trip; 2
@@ -70,10 +71,6 @@ type LifecycleConfig struct {
 	// still up (e.g. to write a heap profile).
 	AtEnd func() error
 }
-
-// DefaultWindow is LifecycleConfig.Window's default: 10,000 jobs in flight,
-// well above what 16 agents hold at once, so agents never wait for work.
-const DefaultWindow = 10_000
 
 // LifecycleResult is what Lifecycle measured.
 type LifecycleResult struct {
@@ -133,7 +130,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (LifecycleResult, error
 	}
 	switch {
 	case cfg.Window == 0:
-		cfg.Window = max(DefaultWindow, cfg.Batch)
+		cfg.Window = cfg.Submitters * cfg.Batch
 	case cfg.Window < 0:
 		cfg.Window = 0
 	case cfg.Window < cfg.Batch:

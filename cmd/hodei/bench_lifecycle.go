@@ -43,8 +43,8 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 			if cfg.Batch < 1 || cfg.Batch > 1000 {
 				return usageError("--batch %d: want 1..1000", cfg.Batch)
 			}
-			if cfg.Window == 0 || cfg.Window < -1 || (cfg.Window > 0 && cfg.Window < cfg.Batch) {
-				return usageError("--window %d: want -1 (no bound) or at least --batch (%d)", cfg.Window, cfg.Batch)
+			if cfg.Window < -1 || (cfg.Window > 0 && cfg.Window < cfg.Batch) {
+				return usageError("--window %d: want 0 (--submitters x --batch), -1 (no bound) or at least --batch (%d)", cfg.Window, cfg.Batch)
 			}
 			// The in-process server gets the memory limit `hodei server`
 			// would set with the same flag (off included).
@@ -99,7 +99,7 @@ raw_spawn_per_sec, the same spawns without Hodei in the same run.`,
 	c.Flags().StringVar(&cfg.Executor, "executor", "noop", "noop or pty")
 	c.Flags().IntVar(&cfg.Batch, "batch", 500, "jobs per SubmitJobs call")
 	c.Flags().IntVar(&cfg.Submitters, "submitters", 4, "SubmitJobs calls in flight")
-	c.Flags().IntVar(&cfg.Window, "window", bench.DefaultWindow, "most jobs submitted and not yet succeeded (-1: no bound, submit as fast as the server takes jobs)")
+	c.Flags().IntVar(&cfg.Window, "window", 0, "most jobs submitted and not yet succeeded (0: --submitters x --batch, one batch in flight per submitter; -1: no bound, submit as fast as the server takes jobs)")
 	c.Flags().IntVar(&cfg.Slots, "slots", 0, "slots per agent (default 1024 for noop, 2 for pty)")
 	c.Flags().DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	c.Flags().StringVar(&memLimit, "memory-limit", "auto", "Go soft memory limit for the run, as for hodei server: a size (200Mi), off, or auto")
