@@ -85,13 +85,12 @@ func (m memoryLimit) apply() {
 
 // defaultGCPercent is the GOGC the server runs with unless GOGC or
 // --gc-percent says otherwise. Go's own default, 100, lets the heap grow to
-// twice what is live before it collects; 35 lets it grow by a third. The
+// twice what is live before it collects; 50 lets it grow by half. The
 // server's live heap is mostly long-lived read models and the event store's
 // index tail, so collecting more often costs CPU in proportion to how fast
-// it allocates (at 200,000 jobs through bench lifecycle, ~25% fewer jobs a
-// second than at 100), and the peak resident set falls by ~45%
-// (BENCHMARKS.md).
-const defaultGCPercent = 35
+// it allocates, and lowers the peak resident set by about a fifth
+// (BENCHMARKS.md, "Fifth session").
+const defaultGCPercent = 50
 
 // gcPercent is a resolved --gc-percent and where it came from.
 type gcPercent struct {
