@@ -23,7 +23,7 @@ const (
 	DefaultMaxBatchEvents  = 4096
 	DefaultMaxBatchBytes   = 4 << 20
 	DefaultQueueSize       = 4096
-	DefaultIndexGeneration = 1 << 15
+	DefaultIndexGeneration = 1 << 16
 	// DefaultReleaseMapInterval is Options.ReleaseMapInterval's default.
 	DefaultReleaseMapInterval = time.Second
 	DefaultIndexFlushFactor   = 2
@@ -67,10 +67,10 @@ type Options struct {
 	// 4096). Appenders block, or give up with their context, when it is full.
 	QueueSize int
 	// IndexGeneration is how many events the in-memory index tail collects
-	// before it is frozen and written to the index buckets (default 32768).
+	// before it is frozen and written to the index buckets (default 65536).
 	// Larger values make index writes cheaper, and memory use and Open slower
-	// (131072 gives ~13% more append throughput at 512 appenders and holds
-	// ~4x the memory, ~100 bytes an event; see BENCHMARKS.md):
+	// (~100 bytes an event; 32768 costs ~8% of append throughput at 512
+	// appenders, 131072 gains none measurable; see BENCHMARKS.md):
 	// Open re-reads the events of the tail from the log: usually one or two
 	// generations, about three at most under sustained load.
 	IndexGeneration int
