@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -15,16 +16,10 @@ import (
 // is turned into JSON first (sigs.k8s.io/yaml, as client-go does), so
 // *-data fields are base64 and unknown fields are ignored.
 type kubeconfig struct {
-	CurrentContext string `json:"current-context"`
-	Clusters       []struct {
-		Name    string           `json:"name"`
-		Cluster kubeconfigServer `json:"cluster"`
-	} `json:"clusters"`
-	Users []struct {
-		Name string         `json:"name"`
-		User kubeconfigUser `json:"user"`
-	} `json:"users"`
-	Contexts []struct {
+	CurrentContext string         `json:"current-context"`
+	Clusters       []namedCluster `json:"clusters"`
+	Users          []namedUser    `json:"users"`
+	Contexts       []struct {
 		Name    string `json:"name"`
 		Context struct {
 			Cluster   string `json:"cluster"`
@@ -32,6 +27,16 @@ type kubeconfig struct {
 			Namespace string `json:"namespace"`
 		} `json:"context"`
 	} `json:"contexts"`
+}
+
+type namedCluster struct {
+	Name    string           `json:"name"`
+	Cluster kubeconfigServer `json:"cluster"`
+}
+
+type namedUser struct {
+	Name string         `json:"name"`
+	User kubeconfigUser `json:"user"`
 }
 
 type kubeconfigServer struct {
@@ -128,13 +133,7 @@ func (kc *kubeconfig) cluster(conn *Connection, name, dir string) error {
 	if name == "" {
 		return errors.New("cluster: not set")
 	}
-	i := -1
-	for j, c := range kc.Clusters {
-		if c.Name == name {
-			i = j
-			break
-		}
-	}
+	i := slices.IndexFunc(kc.Clusters, func(c namedCluster) bool { return c.Name == name })
 	if i < 0 {
 		return fmt.Errorf("cluster %q: no such cluster", name)
 	}
@@ -155,13 +154,7 @@ func (kc *kubeconfig) cluster(conn *Connection, name, dir string) error {
 }
 
 func (kc *kubeconfig) user(conn *Connection, name, dir string) error {
-	i := -1
-	for j, u := range kc.Users {
-		if u.Name == name {
-			i = j
-			break
-		}
-	}
+	i := slices.IndexFunc(kc.Users, func(u namedUser) bool { return u.Name == name })
 	if i < 0 {
 		return fmt.Errorf("user %q: no such user", name)
 	}
