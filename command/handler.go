@@ -25,7 +25,7 @@ type Meta struct {
 type Options struct {
 	// CacheSize is how many jobs (and, separately, workers) the LRU keeps
 	// (default 4,096: commands mostly touch recent aggregates, and a miss
-	// only folds one short stream).
+	// only folds one short stream). Jobs that have ended leave it.
 	CacheSize int
 	// MaxRetries bounds reload-and-retry on version conflicts (default 8).
 	MaxRetries int
@@ -164,13 +164,25 @@ func (r *repo[S, C]) load(ctx context.Context, id string) (entry[S], bool, error
 	return e, false, err
 }
 
+// settler is implemented by states that take no more commands in the
+// normal course (a job that has ended).
+type settler interface{ Settled() bool }
+
 // put caches e unless the cache already holds a newer version of id: two
 // commands on one aggregate can finish in either order, and the slower one
-// must not put back an older state.
+// must not put back an older state. A settled state leaves the cache
+// instead, so the cache holds the aggregates still in play rather than the
+// most recently finished ones. (Should a slower command then put back an
+// older state, the store's expected version rejects what is decided on it,
+// and fresh re-checks what appends nothing, as for any stale entry.)
 func (r *repo[S, C]) put(id string, e entry[S]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old, ok := r.cache.Peek(id); ok && old.version >= e.version {
+		return
+	}
+	if s, ok := any(e.state).(settler); ok && s.Settled() {
+		r.cache.Remove(id)
 		return
 	}
 	r.cache.Add(id, e)

@@ -194,3 +194,39 @@ func (c *countingStore) ReadStream(ctx context.Context, stream string, from uint
 	c.reads.Add(1)
 	return c.Store.ReadStream(ctx, stream, from, limit)
 }
+
+// TestEndedJobsLeaveTheCache checks that a job that has ended makes room in
+// the cache for the jobs still in play, and is read from its stream when a
+// command reaches it later.
+func TestEndedJobsLeaveTheCache(t *testing.T) {
+	ctx := context.Background()
+	s := &countingStore{Store: memory.New(memory.Options{})}
+	h := command.New(s, command.NewCodec(), command.Options{CacheSize: 2})
+	for _, id := range []string{"a", "b"} {
+		if _, err := h.Job(ctx, id, submit(id), meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := h.Job(ctx, "a", domain.Cancel{By: "alice", Reason: "test", At: t0}, meta); err != nil || res.State.Status != domain.JobStatusCancelled {
+		t.Fatalf("cancel a = %+v, %v", res.State, err)
+	}
+	// a has ended: c takes its place and b stays cached.
+	if _, err := h.Job(ctx, "c", submit("c"), meta); err != nil {
+		t.Fatal(err)
+	}
+	reads := s.reads.Load()
+	if res, err := h.Job(ctx, "b", domain.Schedule{WorkerID: "w1", At: t0}, meta); err != nil || res.Append.Version != 2 {
+		t.Fatalf("schedule b = %+v, %v", res, err)
+	}
+	if n := s.reads.Load() - reads; n != 0 {
+		t.Errorf("%d stream reads to schedule b, want 0: the ended job a kept its place in the cache", n)
+	}
+	reads = s.reads.Load()
+	st, err := h.LoadJob(ctx, "a")
+	if err != nil || st.Status != domain.JobStatusCancelled {
+		t.Fatalf("LoadJob(a) = %+v, %v", st, err)
+	}
+	if n := s.reads.Load() - reads; n == 0 {
+		t.Error("LoadJob(a) read no stream: the ended job is still cached")
+	}
+}

@@ -92,6 +92,10 @@ type Attempt struct {
 // Exists reports whether the job has been submitted.
 func (j Job) Exists() bool { return j.Status != "" }
 
+// Settled reports whether the job has ended: no command changes it any
+// more (command handlers need not keep its state at hand).
+func (j Job) Settled() bool { return j.Status.Terminal() }
+
 // Apply returns the state after e. It trusts e: events come from the job's
 // own stream and were produced by Decide. Events of other aggregates are
 // ignored (but still counted in Version, which is why callers must only fold
